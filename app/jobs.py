@@ -1,0 +1,100 @@
+"""Background runs for the UI: a thread pool plus a progress record the page polls.
+
+Worker threads never touch Streamlit (they have no script context). They update a ``RunJob``
+under its lock; the page reads a snapshot from an ``st.fragment`` that reruns every second.
+The manager is held in ``st.cache_resource``, so it is shared by all browser sessions and must be
+thread-safe.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.budget import RunCaps
+from engine.events import Event, ModelCallFinished, NodeFinished, NodeStarted
+from engine.executor import RunResult, new_run_id
+from engine.plan import Plan
+from storage.workspace import Workspace
+
+
+@dataclass
+class RunJob:
+    run_id: str
+    node_titles: dict[str, str]
+    node_status: dict[str, str] = field(default_factory=dict)
+    tokens_used: int = 0
+    result: RunResult | None = None
+    error: str | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def on_event(self, event: Event) -> None:
+        with self.lock:
+            if isinstance(event, NodeStarted):
+                self.node_status[event.node_id] = "running"
+            elif isinstance(event, NodeFinished):
+                self.node_status[event.node_id] = event.status
+            elif isinstance(event, ModelCallFinished):
+                self.tokens_used += event.input_tokens + event.output_tokens
+
+    @property
+    def done(self) -> bool:
+        with self.lock:
+            return self.result is not None or self.error is not None
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "run_id": self.run_id,
+                "status": dict(self.node_status),
+                "tokens_used": self.tokens_used,
+                "result": self.result,
+                "error": self.error,
+            }
+
+
+class JobManager:
+    """Runs plans in the background; at most ``workers`` runs at once."""
+
+    def __init__(self, workers: int = 2):
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="arbor-run")
+        self._jobs: dict[str, RunJob] = {}
+        self._lock = threading.Lock()
+
+    def start(
+        self, workspace: Workspace, plan: Plan, caps: RunCaps, session_id: str | None
+    ) -> RunJob:
+        job = RunJob(
+            run_id=new_run_id(),
+            node_titles={node.id: node.title for node, _ in plan.iter_nodes()},
+            node_status={node.id: "pending" for node, _ in plan.iter_nodes()},
+        )
+        with self._lock:
+            self._jobs[job.run_id] = job
+
+        def work() -> None:
+            try:
+                result = workspace.run_plan(
+                    plan,
+                    caps,
+                    session_id=session_id,
+                    listeners=[job.on_event],
+                    run_id=job.run_id,
+                    cancel=job.cancel,
+                )
+            except Exception as exc:  # shown in the UI; the trace store keeps what finished
+                with job.lock:
+                    job.error = f"{type(exc).__name__}: {exc}"
+                return
+            with job.lock:
+                job.result = result
+
+        self._pool.submit(work)
+        return job
+
+    def get(self, run_id: str) -> RunJob | None:
+        with self._lock:
+            return self._jobs.get(run_id)

@@ -1,0 +1,315 @@
+"""The workbench page: task -> plan -> edit -> run -> answer and traces -> save."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from app import state
+from app.charts import tokens_per_node
+from app.graph import plan_to_dot
+from app.widgets import field_slider, model_picker
+from engine.backends import backend_for
+from engine.budget import RunCaps
+from engine.decompose import decompose
+from engine.editing import add_child, remove_node, update_node
+from engine.errors import ArborError
+from engine.plan import Plan, single_node_plan
+
+ws = state.workspace()
+jobs = state.jobs()
+session = state.current_session()
+
+
+def _flash(kind: str, text: str) -> None:
+    st.session_state.setdefault("flash", []).append((kind, text))
+
+
+def _show_flash() -> None:
+    for kind, text in st.session_state.pop("flash", []):
+        getattr(st, kind)(text)
+
+
+# -- sidebar: model, caps, session ---------------------------------------------------------
+with st.sidebar:
+    st.header("Model")
+    plan_model = session.plan.default_model if session.plan else None
+    default_model = model_picker(plan_model, key="default_model") or plan_model
+    if session.plan is not None and default_model is not None:
+        session.plan.default_model = default_model
+    if st.button("Check model", key="check_model"):
+        try:
+            with st.spinner("Checking the model..."):
+                label = backend_for(default_model).check()
+            st.success(f"{label} is ready.")
+        except ArborError as exc:
+            st.error(str(exc))
+
+    st.header("Caps")
+    caps = RunCaps(
+        total_tokens=field_slider(
+            RunCaps, "total_tokens", session.caps.total_tokens, step=100, key="cap_total"
+        ),
+        max_tokens_per_node=field_slider(
+            RunCaps,
+            "max_tokens_per_node",
+            session.caps.max_tokens_per_node,
+            step=16,
+            key="cap_node",
+        ),
+        max_parallel=field_slider(
+            RunCaps, "max_parallel", session.caps.max_parallel, step=1, key="cap_parallel"
+        ),
+    )
+    session.caps = caps
+
+    st.header("Session")
+    session.name = st.text_input("Name", value=session.name, key="session_name")
+    if st.button("Save session", key="save_session", type="primary"):
+        try:
+            ws.sessions.save(session)
+            _flash("success", f"Saved session '{session.name}' ({session.id}).")
+        except ArborError as exc:
+            _flash("error", f"Not saved: {exc}")
+    st.download_button(
+        "Download session file",
+        data=session.to_file_text(),
+        file_name=f"arbor-session-{session.id}.json",
+        mime="application/json",
+        key="download_session",
+    )
+
+
+# -- task and decomposition -----------------------------------------------------------------
+st.title("Arbor workbench")
+_show_flash()
+
+task = st.text_area(
+    "Task",
+    value=session.task,
+    height=110,
+    key="task_input",
+    placeholder="Describe a complex task, e.g. 'Plan a three-day trip to Lisbon on a budget'.",
+)
+col_decompose, col_blank = st.columns([1, 1])
+if col_decompose.button("Decompose", key="decompose", type="primary"):
+    if not task.strip():
+        st.error("The task is empty: type what you want done, then decompose.")
+    else:
+        try:
+            with st.spinner("The planner model is splitting the task..."):
+                result = decompose(task, default_model or None)
+        except ArborError as exc:
+            st.error(f"Could not decompose: {exc}")
+        else:
+            session.task = task
+            session.plan = result.plan
+            st.session_state.pop("run_id", None)
+            kind = "warning" if result.fallback else "success"
+            summary = (
+                result.notes[-1]
+                if result.fallback
+                else f"Plan with {len(result.plan.root.children)} subtasks "
+                f"({result.attempts} planner call(s))."
+            )
+            _flash(kind, summary)
+            st.session_state.decompose_notes = result.notes
+            st.rerun()
+if col_blank.button("Start from a one-node plan", key="blank_plan"):
+    if not task.strip():
+        st.error("The task is empty: type what you want done first.")
+    else:
+        session.task = task
+        session.plan = single_node_plan(task, default_model)
+        st.rerun()
+
+notes = st.session_state.get("decompose_notes")
+if notes:
+    with st.expander(f"What the planner's output needed ({len(notes)} note(s))"):
+        for note in notes:
+            st.markdown(f"- {note}")
+
+plan: Plan | None = session.plan
+if plan is None:
+    st.info("Type a task and press Decompose to get a plan.")
+    st.stop()
+
+# -- the plan: graph and editor ------------------------------------------------------------
+run_id = st.session_state.get("run_id")
+job = jobs.get(run_id) if run_id else None
+live_status = job.snapshot()["status"] if job else {}
+
+st.subheader("Plan")
+nodes = plan.nodes()
+node_ids = list(nodes)
+# A widget's key cannot be set after the widget exists, so edits ask for the next selection here.
+if "select_next" in st.session_state:
+    st.session_state.selected_node = st.session_state.pop("select_next")
+if st.session_state.get("selected_node") not in nodes:
+    st.session_state.selected_node = plan.root.id
+selected = st.selectbox(
+    "Node", node_ids, format_func=lambda nid: f"{nid}: {nodes[nid].title}", key="selected_node"
+)
+graph_col, editor_col = st.columns([3, 2])
+with graph_col:
+    st.graphviz_chart(plan_to_dot(plan, live_status, selected), width="stretch")
+    st.caption("Solid edges: subtask of. Dashed blue edges: uses the output of.")
+
+with editor_col:
+    node = nodes[selected]
+    with st.form(f"edit_{selected}"):
+        st.markdown(f"**Edit node `{selected}`**")
+        title = st.text_input("Title", value=node.title)
+        instruction = st.text_area("Instruction", value=node.instruction, height=120)
+        others = [nid for nid in node_ids if nid != selected]
+        depends_on = st.multiselect(
+            "Uses the output of",
+            others,
+            default=[d for d in node.depends_on if d in others],
+            format_func=lambda nid: f"{nid}: {nodes[nid].title}",
+        )
+        node_model = model_picker(node.model, key=f"node_model_{selected}", allow_inherit=True)
+        applied = st.form_submit_button("Apply changes")
+    if applied:
+        try:
+            session.plan = update_node(
+                plan,
+                selected,
+                title=title,
+                instruction=instruction,
+                depends_on=depends_on,
+                model=node_model,
+            )
+        except ArborError as exc:
+            st.error(f"Not applied: {exc}")
+        else:
+            _flash("success", f"Node {selected} updated.")
+            st.rerun()
+    if selected != plan.root.id and st.button("Delete this node", key=f"delete_{selected}"):
+        session.plan = remove_node(plan, selected)
+        st.session_state.select_next = plan.root.id
+        st.rerun()
+    if st.button("Add a subtask here", key=f"add_child_{selected}"):
+        session.plan, new_id = add_child(
+            plan, selected, "New subtask", "Describe what this step produces."
+        )
+        st.session_state.select_next = new_id
+        st.rerun()
+
+with st.expander("Plan as JSON"):
+    st.code(plan.to_json(), language="json")
+
+
+# -- running -------------------------------------------------------------------------------
+st.subheader("Run")
+running = job is not None and not job.done
+run_col, cancel_col = st.columns([1, 1])
+if run_col.button("Run plan", key="run_plan", type="primary", disabled=running):
+    try:
+        plan.validate_graph()
+    except ArborError as exc:
+        st.error(str(exc))
+    else:
+        session_id = session.id
+        job = jobs.start(ws, plan.model_copy(deep=True), caps, session_id)
+        session.run_ids.append(job.run_id)
+        st.session_state.run_id = job.run_id
+        st.rerun()
+if running and cancel_col.button("Cancel run", key="cancel_run"):
+    job.cancel.set()
+
+
+def _progress_table(snapshot: dict) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {"node": nid, "title": nodes[nid].title if nid in nodes else nid, "status": status}
+            for nid, status in snapshot["status"].items()
+        ]
+    )
+
+
+@st.fragment(run_every=1.0)
+def live_progress(run_id: str) -> None:
+    current = jobs.get(run_id)
+    if current is None:
+        return
+    snapshot = current.snapshot()
+    finished = sum(
+        s in {"done", "failed", "blocked", "skipped"} for s in snapshot["status"].values()
+    )
+    total = max(1, len(snapshot["status"]))
+    st.progress(
+        finished / total,
+        text=f"{finished}/{total} nodes finished, "
+        f"{snapshot['tokens_used']} of {caps.total_tokens} tokens used",
+    )
+    st.dataframe(_progress_table(snapshot), hide_index=True, width="stretch")
+    if current.done:
+        st.rerun()  # leave polling and draw the final state
+
+
+if running:
+    live_progress(run_id)
+elif run_id:
+    snapshot = job.snapshot() if job else None
+    record = ws.traces.run(run_id)
+    if snapshot and snapshot["error"]:
+        st.error(f"The run failed: {snapshot['error']}")
+    if snapshot and snapshot["result"] is not None:
+        for warning in snapshot["result"].warnings:
+            st.warning(warning)
+    if record is not None:
+        status = record["status"]
+        reason = f" ({record['stop_reason']})" if record["stop_reason"] else ""
+        summary = (
+            f"Run `{run_id}`: **{status}**{reason}; "
+            f"{record['input_tokens']} input + {record['output_tokens']} output tokens."
+        )
+        (st.success if status == "completed" else st.warning)(summary)
+        st.markdown("#### Answer")
+        if record["answer"]:
+            st.markdown(record["answer"])
+        else:
+            st.write("No answer: the root node did not finish.")
+        st.markdown("#### Nodes")
+        node_rows = ws.traces.node_executions(run_id)
+        if node_rows:
+            st.altair_chart(tokens_per_node(node_rows), width="stretch")
+        st.dataframe(
+            pd.DataFrame(node_rows),
+            hide_index=True,
+            width="stretch",
+        )
+        st.markdown("#### Model calls")
+        calls = ws.traces.model_calls(run_id)
+        calls_frame = pd.DataFrame(calls)
+        if not calls_frame.empty:
+            shown = calls_frame[
+                [
+                    "node_id",
+                    "model",
+                    "status",
+                    "input_tokens",
+                    "output_tokens",
+                    "latency_s",
+                    "output",
+                    "error",
+                ]
+            ]
+            st.dataframe(shown, hide_index=True, width="stretch", key="calls_table")
+            call_index = st.selectbox(
+                "Inspect a call",
+                range(len(calls)),
+                format_func=lambda i: f"{calls[i]['node_id']} ({calls[i]['model']})",
+                key="inspect_call",
+            )
+            call = calls[call_index]
+            st.markdown("Rendered prompt")
+            for message in json.loads(call["prompt"] or "[]"):
+                st.text(f"[{message['role']}]\n{message['content']}")
+            st.markdown("Output")
+            st.text(call["output"] or call["error"] or "")
+        else:
+            st.write("No model calls were made.")

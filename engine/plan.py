@@ -1,0 +1,240 @@
+"""The plan: a typed tree of nodes with extra dependency edges, validated as a DAG.
+
+A node's *children* form the tree (a parent synthesises its children's outputs); its
+``depends_on`` list adds edges to other nodes whose outputs it needs. Execution order is the
+topological order of the combined graph, where an edge ``a -> b`` means "a runs before b".
+networkx answers the graph questions (cycles, order, ancestors); pydantic owns the data.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Literal
+
+import networkx as nx
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from engine.errors import CycleError, PlanError
+
+NODE_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+PLAN_FORMAT = "arbor-plan"
+PLAN_FORMAT_VERSION = 1
+
+
+class GenerationConfig(BaseModel):
+    """Sampling settings for one model call. The UI's sliders read these bounds."""
+
+    temperature: float = Field(0.2, ge=0.0, le=2.0, description="Sampling temperature.")
+    top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    max_tokens: int = Field(
+        256, ge=1, le=8192, description="Most tokens the node may generate in one call."
+    )
+    seed: int | None = Field(None, description="Sampling seed; None lets the backend choose.")
+
+
+class ModelRef(BaseModel):
+    """Which model runs a node. Holds no secret: a remote key is read from ``api_key_env``."""
+
+    kind: Literal["local", "remote"] = "local"
+    path: str | None = Field(
+        None, description="Local GGUF file; None means the bundled Gemma 3 270M model."
+    )
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. .../v1.")
+    model: str | None = Field(None, description="Model name sent to the remote endpoint.")
+    api_key_env: str | None = Field(
+        None, description="Name of the environment variable that holds the endpoint's API key."
+    )
+
+    @property
+    def label(self) -> str:
+        """Short human name, used in tables and traces."""
+        if self.kind == "remote":
+            return f"{self.model or '?'}@{(self.base_url or '?').rstrip('/')}"
+        if self.path is None:
+            return "bundled:gemma-3-270m"
+        return self.path.rsplit("/", 1)[-1]
+
+
+BUNDLED_MODEL = ModelRef()
+
+
+class Node(BaseModel):
+    """One subtask. Leaves answer their instruction; parents synthesise their children."""
+
+    id: str
+    title: str = Field(min_length=1, max_length=200)
+    instruction: str = Field("", max_length=20_000)
+    children: list[Node] = Field(default_factory=list)
+    depends_on: list[str] = Field(default_factory=list)
+    model: ModelRef | None = Field(None, description="None inherits the plan's default model.")
+    generation: GenerationConfig | None = Field(None, description="None inherits the default.")
+
+    @field_validator("id")
+    @classmethod
+    def _id_is_simple(cls, value: str) -> str:
+        if not NODE_ID_PATTERN.fullmatch(value):  # match() would let 'a\n' through ($)
+            raise ValueError(
+                f"node id {value!r} must be 1-64 characters of letters, digits, '_', '.', '-'"
+            )
+        return value
+
+    @field_validator("title")
+    @classmethod
+    def _title_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("node title must not be blank")
+        return value.strip()
+
+
+class Plan(BaseModel):
+    """A task split into a tree of nodes; ``root`` produces the final answer."""
+
+    task: str
+    root: Node
+    default_model: ModelRef = Field(default_factory=ModelRef)
+    default_generation: GenerationConfig = Field(default_factory=GenerationConfig)
+
+    # -- traversal -----------------------------------------------------------------------
+    def iter_nodes(self) -> Iterator[tuple[Node, Node | None]]:
+        """Yield ``(node, parent)`` depth-first, root first."""
+        stack: list[tuple[Node, Node | None]] = [(self.root, None)]
+        while stack:
+            node, parent = stack.pop()
+            yield node, parent
+            stack.extend((child, node) for child in reversed(node.children))
+
+    def nodes(self) -> dict[str, Node]:
+        """All nodes by id (the last one wins on duplicates; ``validate`` refuses those)."""
+        return {node.id: node for node, _ in self.iter_nodes()}
+
+    def node(self, node_id: str) -> Node:
+        for node, _ in self.iter_nodes():
+            if node.id == node_id:
+                return node
+        raise PlanError(f"No node with id {node_id!r} in the plan.")
+
+    def parent_of(self, node_id: str) -> Node | None:
+        for node, parent in self.iter_nodes():
+            if node.id == node_id:
+                return parent
+        raise PlanError(f"No node with id {node_id!r} in the plan.")
+
+    def model_for(self, node: Node) -> ModelRef:
+        return node.model or self.default_model
+
+    def generation_for(self, node: Node) -> GenerationConfig:
+        return node.generation or self.default_generation
+
+    def new_node_id(self, prefix: str = "n") -> str:
+        taken = {node.id for node, _ in self.iter_nodes()}
+        index = len(taken)
+        while f"{prefix}{index}" in taken:
+            index += 1
+        return f"{prefix}{index}"
+
+    # -- graph ---------------------------------------------------------------------------
+    def execution_graph(self) -> nx.DiGraph:
+        """Edges ``a -> b`` meaning *a must finish before b starts* (child->parent, dep->node)."""
+        graph = nx.DiGraph()
+        for node, parent in self.iter_nodes():
+            graph.add_node(node.id)
+            if parent is not None:
+                graph.add_edge(node.id, parent.id, kind="child")
+            for dep in node.depends_on:
+                graph.add_edge(dep, node.id, kind="dependency")
+        return graph
+
+    def validate_graph(self) -> nx.DiGraph:
+        """Check ids are unique, dependencies resolve and nothing is cyclic; return the graph.
+
+        Raises ``PlanError`` (or ``CycleError``) naming the node at fault.
+        """
+        seen: set[str] = set()
+        for node, _ in self.iter_nodes():
+            if node.id in seen:
+                raise PlanError(f"Node id {node.id!r} is used more than once; ids must be unique.")
+            seen.add(node.id)
+        for node, _ in self.iter_nodes():
+            for dep in node.depends_on:
+                if dep not in seen:
+                    raise PlanError(
+                        f"Node {node.id!r} ({node.title!r}) depends on {dep!r}, "
+                        "which is not in the plan."
+                    )
+                if dep == node.id:
+                    raise CycleError([node.id])
+        graph = self.execution_graph()
+        try:
+            cycle = nx.find_cycle(graph)
+        except nx.NetworkXNoCycle:
+            return graph
+        raise CycleError([edge[0] for edge in cycle])
+
+    def execution_order(self) -> list[str]:
+        """Node ids in an order that respects every edge (ties broken by tree order)."""
+        graph = self.validate_graph()
+        position = {node.id: index for index, (node, _) in enumerate(self.iter_nodes())}
+        return list(nx.lexicographical_topological_sort(graph, key=lambda n: position[n]))
+
+    def ancestors(self, node_id: str) -> list[Node]:
+        """Tree ancestors from the root down to ``node_id``'s parent."""
+        chain: list[Node] = []
+        parent = self.parent_of(node_id)
+        while parent is not None:
+            chain.append(parent)
+            parent = self.parent_of(parent.id)
+        return list(reversed(chain))
+
+    # -- serialisation -------------------------------------------------------------------
+    def to_json(self, indent: int | None = 2) -> str:
+        payload = {"format": PLAN_FORMAT, "version": PLAN_FORMAT_VERSION, **self.model_dump()}
+        return json.dumps(payload, indent=indent, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str, *, source: str = "plan") -> Plan:
+        """Parse and validate a plan; every failure becomes a ``PlanError`` naming ``source``."""
+        try:
+            payload = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PlanError(
+                f"{source} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})."
+            ) from exc
+        return cls.from_dict(payload, source=source)
+
+    @classmethod
+    def from_dict(cls, payload: object, *, source: str = "plan") -> Plan:
+        if not isinstance(payload, dict):
+            raise PlanError(f"{source} is not a plan: expected a JSON object.")
+        payload = dict(payload)
+        fmt = payload.pop("format", PLAN_FORMAT)
+        version = payload.pop("version", PLAN_FORMAT_VERSION)
+        if fmt != PLAN_FORMAT:
+            raise PlanError(f"{source} is not a plan: its format is {fmt!r}, not {PLAN_FORMAT!r}.")
+        if not isinstance(version, int) or version > PLAN_FORMAT_VERSION:
+            raise PlanError(
+                f"{source} has plan format version {version!r}; this Arbor reads up to "
+                f"{PLAN_FORMAT_VERSION}. Update Arbor to open it."
+            )
+        try:
+            plan = cls.model_validate(payload)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "top level"
+            raise PlanError(
+                f"{source} is not a valid plan: at {where}: {first['msg']} "
+                f"({exc.error_count()} problem(s) in all)."
+            ) from exc
+        plan.validate_graph()
+        return plan
+
+
+def single_node_plan(task: str, model: ModelRef | None = None) -> Plan:
+    """The fallback plan: one node that answers the whole task, ready to edit."""
+    title = " ".join(task.split())[:80] or "Task"
+    return Plan(
+        task=task,
+        root=Node(id="root", title=title, instruction=task),
+        default_model=model or ModelRef(),
+    )

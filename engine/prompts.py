@@ -1,0 +1,70 @@
+"""Prompt texts live in ``assets/prompts/``; this module loads and fills them.
+
+``string.Template`` (``$name``) rather than ``str.format`` so that braces in worked JSON examples
+need no escaping.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from string import Template
+
+from engine.backends.base import ChatMessage
+from engine.plan import Node, Plan
+
+PROMPTS_DIR = Path(__file__).resolve().parent.parent / "assets" / "prompts"
+#: Upstream outputs are cut to this many characters so a deep plan still fits the context.
+MAX_UPSTREAM_CHARS = 2000
+
+
+@functools.cache
+def load_prompt(name: str) -> str:
+    return (PROMPTS_DIR / f"{name}.md").read_text(encoding="utf-8").strip()
+
+
+def fill(name: str, **values: str) -> str:
+    return Template(load_prompt(name)).safe_substitute(**values).strip()
+
+
+def as_user_turn(instructions: str, request: str) -> list[ChatMessage]:
+    """One user message carrying both the standing instructions and the request.
+
+    Not every chat format has a system role: llama-cpp-python's Gemma format silently drops
+    system messages, and so does any server using it. A single user turn works everywhere.
+    """
+    return [{"role": "user", "content": f"{instructions.strip()}\n\n{request.strip()}"}]
+
+
+def _clip(text: str) -> str:
+    text = text.strip()
+    if len(text) <= MAX_UPSTREAM_CHARS:
+        return text
+    return text[:MAX_UPSTREAM_CHARS] + " [...]"
+
+
+def _sections(pairs: list[tuple[str, str]]) -> str:
+    return "\n\n".join(f"### {title}\n{_clip(output)}" for title, output in pairs)
+
+
+def node_messages(plan: Plan, node: Node, outputs: dict[str, str]) -> list[ChatMessage]:
+    """The messages a node is run with: its instruction plus what it depends on.
+
+    A leaf sees its dependencies' outputs; a parent also sees its children's outputs and is asked
+    to combine them. ``outputs`` maps node id to the output of every finished node.
+    """
+    nodes = plan.nodes()
+    deps = [(nodes[dep].title, outputs.get(dep, "")) for dep in node.depends_on]
+    context = f"\nResults of earlier steps:\n{_sections(deps)}\n" if deps else ""
+    values = {
+        "task": plan.task.strip(),
+        "title": node.title,
+        "instruction": node.instruction.strip() or node.title,
+        "context": context,
+    }
+    if node.children:
+        children = [(child.title, outputs.get(child.id, "")) for child in node.children]
+        user = fill("parent_user", children=_sections(children), **values)
+    else:
+        user = fill("leaf_user", **values)
+    return as_user_turn(load_prompt("node_system"), user)

@@ -1,0 +1,192 @@
+"""Sessions: a task, its plan (with model choices), run caps and the ids of its runs.
+
+Stored with sqlmodel in a SQLite file in the data directory, and exportable as a single JSON file.
+Nothing here holds an API key: a remote model reference only names the environment variable.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy import Engine
+from sqlmodel import Field as SQLField
+from sqlmodel import Session as DBSession
+from sqlmodel import SQLModel, create_engine, select
+
+from engine.budget import RunCaps
+from engine.errors import ArborError, SessionError
+from engine.plan import Plan
+
+SESSION_FORMAT = "arbor-session"
+SESSION_FORMAT_VERSION = 1
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ArborSession(BaseModel):
+    """What the analyst works on; the unit that is saved, reopened and shared."""
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
+    name: str = "Untitled session"
+    task: str = ""
+    plan: Plan | None = None
+    caps: RunCaps = Field(default_factory=RunCaps)
+    run_ids: list[str] = Field(default_factory=list)
+    created_at: datetime = Field(default_factory=_now)
+    updated_at: datetime = Field(default_factory=_now)
+
+    # -- files -----------------------------------------------------------------------------
+    def to_file_text(self) -> str:
+        payload = {
+            "format": SESSION_FORMAT,
+            "version": SESSION_FORMAT_VERSION,
+            **json.loads(self.model_dump_json()),
+        }
+        return json.dumps(payload, indent=2, ensure_ascii=False)
+
+    @classmethod
+    def from_file_text(cls, text: str, *, source: str = "session file") -> ArborSession:
+        """Parse a session file; anything else raises ``SessionError`` naming what is wrong."""
+        try:
+            payload = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SessionError(
+                f"{source} is not valid JSON: {exc.msg} at line {exc.lineno}."
+            ) from exc
+        if not isinstance(payload, dict) or payload.get("format") != SESSION_FORMAT:
+            raise SessionError(
+                f"{source} is not an Arbor session file (no format {SESSION_FORMAT!r})."
+            )
+        version = payload.pop("version", None)
+        payload.pop("format")
+        if not isinstance(version, int) or version > SESSION_FORMAT_VERSION:
+            raise SessionError(
+                f"{source} has session format version {version!r}; this Arbor reads up to "
+                f"{SESSION_FORMAT_VERSION}."
+            )
+        plan_payload = payload.pop("plan", None)
+        try:
+            session = cls.model_validate(payload)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "top level"
+            raise SessionError(
+                f"{source} is not a valid session: at {where}: {first['msg']}."
+            ) from exc
+        if plan_payload is not None:
+            if not isinstance(plan_payload, dict):
+                raise SessionError(f"{source} is not a valid session: its plan is not an object.")
+            try:
+                session.plan = Plan.from_dict(
+                    {"format": "arbor-plan", "version": 1, **plan_payload},
+                    source=f"{source} (plan)",
+                )
+            except ArborError as exc:
+                raise SessionError(str(exc)) from exc
+        return session
+
+
+class SessionRecord(SQLModel, table=True):
+    """One row per session; the plan and caps are stored as validated JSON."""
+
+    __tablename__ = "sessions"
+
+    id: str = SQLField(primary_key=True)
+    name: str = SQLField(index=True)
+    task: str = ""
+    plan_json: str | None = None
+    caps_json: str = "{}"
+    run_ids_json: str = "[]"
+    created_at: datetime
+    updated_at: datetime
+
+
+class SessionStore:
+    """Sessions in the SQLite file at ``path``."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.engine: Engine = create_engine(f"sqlite:///{self.path}")
+        SQLModel.metadata.create_all(self.engine, tables=[SessionRecord.__table__])
+
+    def save(self, session: ArborSession) -> ArborSession:
+        """Insert or update. An invalid plan is refused before anything is written."""
+        if session.plan is not None:
+            session.plan.validate_graph()
+        session.updated_at = _now()
+        record = SessionRecord(
+            id=session.id,
+            name=session.name,
+            task=session.task,
+            plan_json=session.plan.to_json(indent=None) if session.plan else None,
+            caps_json=session.caps.model_dump_json(),
+            run_ids_json=json.dumps(session.run_ids),
+            created_at=session.created_at,
+            updated_at=session.updated_at,
+        )
+        with DBSession(self.engine) as db:
+            db.merge(record)
+            db.commit()
+        return session
+
+    def add_run(self, session_id: str, run_id: str) -> None:
+        with DBSession(self.engine) as db:
+            record = db.get(SessionRecord, session_id)
+            if record is None:
+                raise SessionError(f"No saved session with id {session_id!r}.")
+            run_ids = json.loads(record.run_ids_json)
+            if run_id not in run_ids:
+                run_ids.append(run_id)
+            record.run_ids_json = json.dumps(run_ids)
+            record.updated_at = _now()
+            db.add(record)
+            db.commit()
+
+    def exists(self, session_id: str) -> bool:
+        with DBSession(self.engine) as db:
+            return db.get(SessionRecord, session_id) is not None
+
+    def get(self, session_id: str) -> ArborSession:
+        with DBSession(self.engine) as db:
+            record = db.get(SessionRecord, session_id)
+        if record is None:
+            raise SessionError(f"No saved session with id {session_id!r}.")
+        return self._to_session(record)
+
+    def list(self) -> list[ArborSession]:
+        """All sessions, most recently updated first."""
+        with DBSession(self.engine) as db:
+            records = db.exec(select(SessionRecord).order_by(SessionRecord.updated_at.desc())).all()
+        return [self._to_session(record) for record in records]
+
+    def delete(self, session_id: str) -> None:
+        with DBSession(self.engine) as db:
+            record = db.get(SessionRecord, session_id)
+            if record is not None:
+                db.delete(record)
+                db.commit()
+
+    @staticmethod
+    def _to_session(record: SessionRecord) -> ArborSession:
+        source = f"saved session {record.id!r}"
+        try:
+            plan = Plan.from_json(record.plan_json, source=source) if record.plan_json else None
+            caps = RunCaps.model_validate_json(record.caps_json)
+        except (ArborError, ValidationError) as exc:
+            raise SessionError(f"{source} is damaged: {exc}") from exc
+        return ArborSession(
+            id=record.id,
+            name=record.name,
+            task=record.task,
+            plan=plan,
+            caps=caps,
+            run_ids=json.loads(record.run_ids_json),
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+        )

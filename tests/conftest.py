@@ -1,0 +1,143 @@
+"""Shared fixtures: the real bundled model, a real llama_cpp.server on loopback, a data dir."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+#: Loading the model in the server takes about a second; a busy 2-core machine needs more.
+SERVER_START_TIMEOUT_S = 120
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def bundled_path() -> Path:
+    from engine.bundled import bundled_model_path
+
+    path = bundled_model_path()
+    assert path.is_file(), f"bundled model missing at {path}"
+    return path
+
+
+@contextlib.contextmanager
+def serve_llama(model: Path, log_path: Path, *extra: str) -> Iterator[str]:
+    """Run ``python -m llama_cpp.server`` on a free loopback port; yield its base URL."""
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(model),
+        "--chat_format",
+        "gemma",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        "4096",
+        "--n_threads",
+        str(os.cpu_count() or 1),
+        *extra,
+    ]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(
+                    f"llama_cpp.server exited with {process.returncode}:\n"
+                    f"{log_path.read_text(errors='replace')[-3000:]}"
+                )
+            try:
+                with urllib.request.urlopen(f"{base_url}/models", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except urllib.error.HTTPError as exc:
+                if exc.code == 401:  # up, and wants a key
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"llama_cpp.server did not answer within {SERVER_START_TIMEOUT_S} s")
+            time.sleep(0.3)
+        yield base_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def llama_server(bundled_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real OpenAI-compatible ``llama_cpp.server`` serving the bundled model; yields base_url."""
+    log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
+    with serve_llama(bundled_path, log_path) as base_url:
+        yield base_url
+
+
+#: The key the keyed server demands; recognisable so tests can grep for leaks.
+SERVER_API_KEY = "sk-arbor-test-SECRET-7f3a9c1e5b"
+
+
+@pytest.fixture(scope="session")
+def keyed_llama_server(
+    bundled_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str]]:
+    """Like ``llama_server`` but every request needs ``SERVER_API_KEY``; yields (url, key)."""
+    log_path = tmp_path_factory.mktemp("keyed_llama_server") / "server.log"
+    with serve_llama(bundled_path, log_path, "--api_key", SERVER_API_KEY) as base_url:
+        yield base_url, SERVER_API_KEY
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_loaded_models() -> Iterator[None]:
+    """Free models the process loaded while the interpreter is whole.
+
+    Left to garbage collection at exit, llama-cpp-python's ``__del__`` prints a TypeError.
+    """
+    yield
+    local = sys.modules.get("engine.backends.local")
+    if local is None:
+        return
+    with local._cache_lock:
+        for loaded in local._cache.values():
+            with loaded.lock:
+                loaded.llama.close()
+        local._cache.clear()
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A Workspace over a fresh data dir; ARBOR_DATA_DIR points there too."""
+    from storage.workspace import Workspace
+
+    data = tmp_path / "data"
+    monkeypatch.setenv("ARBOR_DATA_DIR", str(data))
+    return Workspace(data)

@@ -1,0 +1,128 @@
+"""An in-process fake model, for pure-logic tests only (ordering, parallelism, caps, failures).
+
+Every node of a plan gets its own model reference naming the node, so the fake knows which node
+it serves without parsing prompts. Model behaviour itself is tested against the real GGUF.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.backends.base import Backend, ChatMessage, Completion, Usage
+from engine.plan import GenerationConfig, ModelRef, Node, Plan
+
+FAKE_URL = "http://fake.invalid/v1"
+
+
+@dataclass
+class Behaviour:
+    """What the fake does for one node."""
+
+    sleep_s: float = 0.0
+    output: str | None = None  # None: "output of <node id>"
+    output_tokens: int = 10
+    error: BaseException | None = None
+
+
+@dataclass
+class Recorder:
+    """What the fake saw: call order, overlap, granted output limits."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    active: int = 0
+    max_active: int = 0
+    calls: list[str] = field(default_factory=list)
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    max_tokens: dict[str, int] = field(default_factory=dict)
+    prompts: dict[str, str] = field(default_factory=dict)
+
+    def overlapped(self, a: str, b: str) -> bool:
+        (a0, a1), (b0, b1) = self.intervals[a], self.intervals[b]
+        return a0 < b1 and b0 < a1
+
+
+class FakeBackend(Backend):
+    def __init__(self, node_id: str, behaviour: Behaviour, recorder: Recorder):
+        self.node_id = node_id
+        self.behaviour = behaviour
+        self.recorder = recorder
+        self.label = f"fake:{node_id}"
+
+    def count_tokens(self, text: str) -> int:
+        return max(1, len(text.split()))
+
+    def complete(
+        self,
+        messages: list[ChatMessage],
+        config: GenerationConfig,
+        *,
+        json_schema: dict[str, Any] | None = None,
+    ) -> Completion:
+        rec = self.recorder
+        prompt = "\n".join(m["content"] for m in messages)
+        with rec.lock:
+            rec.active += 1
+            rec.max_active = max(rec.max_active, rec.active)
+            rec.calls.append(self.node_id)
+            rec.max_tokens[self.node_id] = config.max_tokens
+            rec.prompts[self.node_id] = prompt
+        start = time.perf_counter()
+        try:
+            if self.behaviour.sleep_s:
+                time.sleep(self.behaviour.sleep_s)
+            if self.behaviour.error is not None:
+                raise self.behaviour.error
+        finally:
+            with rec.lock:
+                rec.active -= 1
+                rec.intervals[self.node_id] = (start, time.perf_counter())
+        text = self.behaviour.output
+        if text is None:
+            text = f"output of {self.node_id}"
+        output_tokens = min(config.max_tokens, self.behaviour.output_tokens)
+        usage = Usage(self.count_tokens(prompt), output_tokens)
+        return Completion(text, usage, time.perf_counter() - start, self.label, "stop")
+
+
+def fake_models(plan: Plan) -> Plan:
+    """A copy of ``plan`` whose every node names its own fake model."""
+
+    def convert(node: Node) -> Node:
+        return node.model_copy(
+            update={
+                "model": ModelRef(kind="remote", base_url=FAKE_URL, model=node.id),
+                "children": [convert(child) for child in node.children],
+            }
+        )
+
+    return plan.model_copy(update={"root": convert(plan.root)})
+
+
+def fake_factory(behaviours: dict[str, Behaviour] | None = None, recorder: Recorder | None = None):
+    """A ``backend_factory`` for ``execute_plan``; returns (factory, recorder)."""
+    behaviours = behaviours or {}
+    recorder = recorder or Recorder()
+
+    def factory(ref: ModelRef) -> Backend:
+        assert ref.kind == "remote" and ref.base_url == FAKE_URL, f"not a fake model: {ref}"
+        return FakeBackend(ref.model or "?", behaviours.get(ref.model or "", Behaviour()), recorder)
+
+    return factory, recorder
+
+
+def tree(spec: dict[str, Any], *, task: str = "test task") -> Plan:
+    """Build a plan from a nested dict: {"id": ..., "children": [...], "depends_on": [...]}."""
+
+    def build(item: dict[str, Any]) -> Node:
+        return Node(
+            id=item["id"],
+            title=item.get("title", f"step {item['id']}"),
+            instruction=item.get("instruction", f"do {item['id']}"),
+            depends_on=item.get("depends_on", []),
+            children=[build(child) for child in item.get("children", [])],
+        )
+
+    return Plan(task=task, root=build(spec))

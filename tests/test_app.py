@@ -1,0 +1,113 @@
+"""The workbench and sessions pages under Streamlit's AppTest, on the real bundled model."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from storage.workspace import Workspace
+
+MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
+
+
+@pytest.fixture
+def app(tmp_path, monkeypatch):
+    monkeypatch.setenv("ARBOR_DATA_DIR", str(tmp_path))
+    at = AppTest.from_file(MAIN, default_timeout=120)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def _one_node_plan(at: AppTest, task: str = "Write a haiku about autumn leaves.") -> AppTest:
+    at.text_area(key="task_input").input(task)
+    at.button(key="blank_plan").click().run()
+    assert not at.exception
+    return at
+
+
+def test_main_page_renders_the_task_box_and_no_plan_yet(app):
+    assert app.title[0].value == "Arbor workbench"
+    assert app.text_area(key="task_input").value == ""
+    assert any("press Decompose" in info.value for info in app.info)
+
+
+def test_empty_task_is_refused_with_a_message(app):
+    app.button(key="decompose").click().run()
+    assert any("The task is empty" in error.value for error in app.error)
+    assert app.session_state.session.plan is None
+
+
+def test_one_node_plan_is_drawn_as_a_graph(app):
+    _one_node_plan(app)
+    charts = app.get("graphviz_chart")
+    assert len(charts) == 1
+    assert '"root"' in charts[0].proto.spec
+
+
+def test_editing_a_node_updates_the_plan_and_a_cycle_is_refused(app):
+    _one_node_plan(app)
+    app.button(key="add_child_root").click().run()
+    plan = app.session_state.session.plan
+    child = plan.root.children[0].id
+    assert app.selectbox(key="selected_node").value == child
+
+    form_inputs = app.text_input
+    title_box = next(box for box in form_inputs if box.label == "Title")
+    title_box.input("Count the syllables")
+    depends = next(box for box in app.multiselect if box.label == "Uses the output of")
+    depends.set_value(["root"])  # the root waits for its child: child -> root -> child
+    next(b for b in app.button if b.label == "Apply changes").click().run()
+    assert any("cycle" in error.value for error in app.error)
+    unchanged = app.session_state.session.plan.node(child)
+    assert unchanged.title == "New subtask"
+    assert unchanged.depends_on == []
+
+    depends = next(box for box in app.multiselect if box.label == "Uses the output of")
+    depends.set_value([])
+    next(b for b in app.button if b.label == "Apply changes").click().run()
+    assert app.session_state.session.plan.node(child).title == "Count the syllables"
+
+
+def test_missing_model_file_is_reported_by_check_model(app):
+    app.selectbox(key="default_model_kind").set_value("Local GGUF file").run()
+    app.text_input(key="default_model_path").input("/nonexistent/model.gguf")
+    app.button(key="check_model").click().run()
+    assert any("/nonexistent/model.gguf" in error.value for error in app.error)
+
+
+@pytest.mark.model
+def test_run_shows_answer_and_model_calls_then_session_reopens(app, tmp_path):
+    _one_node_plan(app)
+    app.slider(key="cap_node").set_value(48)
+    app.button(key="run_plan").click().run()
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        app.run()
+        if any(md.value == "#### Answer" for md in app.markdown):
+            break
+        time.sleep(1)
+    else:
+        pytest.fail("the run did not finish in the UI within 180 s")
+    assert not app.exception
+    run_id = app.session_state.run_id
+    calls = Workspace(tmp_path).traces.model_calls(run_id)
+    assert len(calls) == 1 and calls[0]["status"] == "ok" and calls[0]["output_tokens"] > 0
+    assert any(md.value == "#### Model calls" for md in app.markdown)
+
+    app.text_input(key="session_name").input("Haiku session")
+    app.button(key="save_session").click().run()
+    assert any("Saved session" in s.value for s in app.success)
+    saved = Workspace(tmp_path).sessions.list()
+    assert [s.name for s in saved] == ["Haiku session"]
+    assert saved[0].run_ids == [run_id]
+
+    app.switch_page("sessions_page.py").run()
+    assert app.title[0].value == "Sessions"
+    app.button(key="open_session").click().run()
+    assert not app.exception
+    assert app.session_state.session.name == "Haiku session"
+    assert app.session_state.session.plan.root.title.startswith("Write a haiku")

@@ -1,0 +1,132 @@
+"""``python run.py run FILE`` as a user runs it: a subprocess with its own data directory."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.budget import RunCaps
+from engine.plan import GenerationConfig, Node, Plan
+from storage.sessions import ArborSession
+from storage.workspace import Workspace
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_ID = re.compile(r"^run id: (run-\S+)$", re.MULTILINE)
+
+
+def _cli(data_dir: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ARBOR_DATA_DIR": str(data_dir)}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _tiny_plan() -> Plan:
+    return Plan(
+        task="Name a colour.",
+        root=Node(
+            id="root",
+            title="Answer",
+            instruction="Say the colour in one short sentence.",
+            children=[Node(id="pick", title="Pick a colour", instruction="Name one colour.")],
+        ),
+        default_generation=GenerationConfig(temperature=0.0, max_tokens=24, seed=5),
+    )
+
+
+def _answer(stdout: str) -> str:
+    return stdout.split("answer:\n", 1)[1].strip()
+
+
+@pytest.mark.model
+def test_cli_runs_a_plan_file_prints_answer_and_run_id_and_traces_it(tmp_path, bundled_path):
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(_tiny_plan().to_json(), encoding="utf-8")
+    data = tmp_path / "data"
+    proc = _cli(
+        data, "run", str(plan_file), "--total-tokens", "2000", "--max-tokens-per-node", "24"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "status: completed" in proc.stdout
+    run_id = RUN_ID.search(proc.stdout).group(1)
+    answer = _answer(proc.stdout)
+    assert answer and answer != "(no answer)"
+    assert "started  pick" in proc.stderr and "done     root" in proc.stderr  # live progress
+    run = Workspace(data).traces.run(run_id)
+    assert run["status"] == "completed" and run["answer"].strip() == answer
+    caps = RunCaps.model_validate_json(run["caps_json"])
+    assert caps.total_tokens == 2000 and caps.max_tokens_per_node == 24
+
+
+@pytest.mark.model
+def test_cli_runs_a_saved_session_file_and_links_the_run_to_the_session(tmp_path, bundled_path):
+    data = tmp_path / "data"
+    session = ArborSession(
+        name="cli session",
+        task="Name a colour.",
+        plan=_tiny_plan(),
+        caps=RunCaps(total_tokens=2000, max_tokens_per_node=24, max_parallel=1),
+    )
+    Workspace(data).sessions.save(session)
+    session_file = tmp_path / "colour.arbor.json"
+    session_file.write_text(session.to_file_text(), encoding="utf-8")
+    proc = _cli(data, "run", str(session_file))
+    assert proc.returncode == 0, proc.stderr
+    run_id = RUN_ID.search(proc.stdout).group(1)
+    assert _answer(proc.stdout)
+    workspace = Workspace(data)
+    assert workspace.sessions.get(session.id).run_ids == [run_id]
+    run = workspace.traces.run(run_id)
+    assert run["session_id"] == session.id
+    assert RunCaps.model_validate_json(run["caps_json"]) == session.caps  # the session's caps
+
+
+@pytest.mark.model
+def test_cli_run_stopped_by_the_token_cap_exits_non_zero_with_the_reason(tmp_path, bundled_path):
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(_tiny_plan().to_json(), encoding="utf-8")
+    proc = _cli(tmp_path / "data", "run", str(plan_file), "--total-tokens", "100")
+    assert proc.returncode == 1
+    assert "status: stopped (token cap reached" in proc.stdout
+    assert "(no answer)" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("hello, I am not a plan", "is not valid JSON"),
+        ('{"format": "something-else"}', "is not a plan"),
+        ('{"format": "arbor-plan", "version": 7, "task": "t"}', "plan format version 7"),
+        ('{"format": "arbor-session", "version": 1, "plan": [1]}', "plan is not an object"),
+    ],
+    ids=["text", "foreign", "newer", "bad-session"],
+)
+def test_cli_refuses_a_file_that_is_not_a_plan_with_a_clear_error(tmp_path, content, expected):
+    bad = tmp_path / "bad.json"
+    bad.write_text(content, encoding="utf-8")
+    proc = _cli(tmp_path / "data", "run", str(bad), timeout=60)
+    assert proc.returncode != 0
+    assert proc.stderr.startswith("error: ")
+    assert expected in proc.stderr and str(bad) in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "run id:" not in proc.stdout
+
+
+def test_cli_refuses_a_missing_file_and_bad_caps(tmp_path):
+    missing = _cli(tmp_path / "data", "run", str(tmp_path / "nope.json"), timeout=60)
+    assert missing.returncode != 0 and "does not exist" in missing.stderr
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(_tiny_plan().to_json(), encoding="utf-8")
+    caps = _cli(tmp_path / "data", "run", str(plan_file), "--total-tokens", "5", timeout=60)
+    assert caps.returncode != 0 and "total_tokens" in caps.stderr
+    assert "Traceback" not in caps.stderr

@@ -1,0 +1,270 @@
+"""Task -> plan: repair of planner output, retry and fallback, and the real bundled model."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from engine.backends.base import Backend, Completion, Usage
+from engine.decompose import (
+    MAX_SUBTASKS,
+    MAX_TASK_CHARS_IN_PROMPT,
+    MAX_TITLE,
+    PLAN_SCHEMA,
+    UnusablePlan,
+    build_plan,
+    decompose,
+    parse_subtasks,
+)
+from engine.errors import ModelUnavailable
+from engine.plan import ModelRef, Plan
+
+
+def _sub(title: str, deps: Any = (), instruction: str | None = None) -> dict[str, Any]:
+    return {
+        "title": title,
+        "instruction": instruction if instruction is not None else f"Do {title} now.",
+        "depends_on": list(deps) if isinstance(deps, tuple | list) else deps,
+    }
+
+
+def _text(*subs: dict[str, Any]) -> str:
+    return json.dumps({"subtasks": list(subs)})
+
+
+# -- parse_subtasks -------------------------------------------------------------------------
+
+
+def test_well_formed_output_is_kept_without_notes():
+    text = _text(_sub("Gather"), _sub("Sort", [1]), _sub("Report", [1, 2]))
+    subtasks, notes = parse_subtasks(text)
+    assert notes == []
+    assert [s["title"] for s in subtasks] == ["Gather", "Sort", "Report"]
+    assert [s["deps"] for s in subtasks] == [[], [0], [0, 1]]
+
+
+@pytest.mark.parametrize("text", ["Sure! Here is the plan: step 1...", "", "{'single': 'quotes'}"])
+def test_output_that_is_not_json_is_unusable_and_not_called_truncated(text):
+    with pytest.raises(UnusablePlan, match="not valid JSON") as info:
+        parse_subtasks(text)
+    assert "truncated" not in str(info.value)
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.5, 0.9])
+def test_truncated_json_is_unusable_and_says_it_looks_truncated(fraction):
+    """Cut anywhere, mid-string included (what max_tokens does to a long answer)."""
+    full = _text(_sub("Gather"), _sub("Sort"), _sub("Report"))
+    with pytest.raises(UnusablePlan, match="looks truncated"):
+        parse_subtasks(full[: int(len(full) * fraction)])
+
+
+@pytest.mark.parametrize("text", ['{"steps": []}', "[1, 2]", '{"subtasks": "two"}', "42"])
+def test_output_of_the_wrong_shape_is_unusable(text):
+    with pytest.raises(UnusablePlan, match="no 'subtasks' list"):
+        parse_subtasks(text)
+
+
+def test_duplicate_titles_are_renamed_and_reported():
+    subtasks, notes = parse_subtasks(
+        _text(
+            _sub("Research", instruction="Find sources."),
+            _sub("research", instruction="Summarise the sources."),
+            _sub("Research", instruction="Check the summary."),
+        )
+    )
+    assert [s["title"] for s in subtasks] == ["Research", "research (2)", "Research (3)"]
+    assert len(notes) == 2 and all("renamed duplicate title" in n for n in notes)
+
+
+def test_word_for_word_repeats_are_dropped_and_dependencies_follow_the_kept_ones():
+    subtasks, notes = parse_subtasks(
+        _text(_sub("Gather"), _sub("gather"), _sub("Write", [1, 2]), _sub("Review", [3]))
+    )
+    assert [s["title"] for s in subtasks] == ["Gather", "Write", "Review"]
+    assert [s["deps"] for s in subtasks] == [[], [0], [1]]
+    assert any("dropped subtask 2: it repeats subtask 1" in n for n in notes)
+
+
+def test_a_subtask_that_restates_the_task_is_dropped():
+    task = "Plan a picnic for six friends in a city park."
+    subtasks, notes = parse_subtasks(
+        _text(_sub("Plan a picnic for six friends in a city park"), _sub("Food"), _sub("Games")),
+        task,
+    )
+    assert [s["title"] for s in subtasks] == ["Food", "Games"]
+    assert notes == ["dropped subtask 1: it restates the whole task"]
+
+
+def test_invalid_and_forward_dependencies_are_dropped_and_reported():
+    subtasks, notes = parse_subtasks(
+        _text(
+            _sub("One", [1]),  # itself
+            _sub("Two", [3, 9, "1", 1, 1]),  # forward, missing, not an int, valid, repeated
+            _sub("Three", "all"),  # not a list
+        )
+    )
+    assert [s["deps"] for s in subtasks] == [[], [0], []]
+    dropped = [n for n in notes if n.startswith("dropped dependency")]
+    assert len(dropped) == 4
+    assert any("'One' on step 1" in n for n in dropped)
+    assert any("'Two' on step 3" in n for n in dropped)
+    assert any("'Two' on step 9" in n for n in dropped)
+    assert any("'Two' on step '1'" in n for n in dropped)
+
+
+def test_dependency_numbers_follow_the_models_numbering_after_a_dropped_subtask():
+    subtasks, notes = parse_subtasks(
+        json.dumps({"subtasks": ["junk", _sub("Two"), _sub("Three", [2]), _sub("Four", [1])]})
+    )
+    assert [s["title"] for s in subtasks] == ["Two", "Three", "Four"]
+    assert subtasks[1]["deps"] == [0]  # step 2 is now the first kept subtask
+    assert subtasks[2]["deps"] == []  # step 1 was dropped
+    assert any("dropped subtask 1: not an object" in n for n in notes)
+
+
+@pytest.mark.parametrize(
+    "subs",
+    [
+        [],
+        [_sub("Only one")],
+        [_sub("Kept"), {"title": "  ", "instruction": "", "depends_on": []}],
+    ],
+)
+def test_too_few_usable_subtasks_is_unusable(subs):
+    with pytest.raises(UnusablePlan, match=r"at least 2 needed"):
+        parse_subtasks(_text(*subs))
+
+
+def test_extra_subtasks_are_cut_to_the_maximum_and_long_text_is_trimmed():
+    long_title = "word " * 40
+    subs = [_sub(f"Step {i}") for i in range(MAX_SUBTASKS + 3)]
+    subs[0] = _sub(long_title, instruction="  spaced \n\n out  ")
+    subtasks, notes = parse_subtasks(_text(*subs))
+    assert len(subtasks) == MAX_SUBTASKS
+    assert f"kept the first {MAX_SUBTASKS} of {MAX_SUBTASKS + 3} subtasks" in notes
+    assert len(subtasks[0]["title"]) <= MAX_TITLE and "  " not in subtasks[0]["title"]
+    assert subtasks[0]["instruction"] == "spaced out"
+
+
+def test_missing_title_or_instruction_is_filled_from_the_other():
+    subtasks, _ = parse_subtasks(
+        _text({"instruction": "Collect the data.", "depends_on": []}, {"title": "Summarise"})
+    )
+    assert subtasks[0]["title"] == "Collect the data."
+    assert subtasks[1]["instruction"] == "Summarise"
+
+
+def test_build_plan_maps_dependencies_to_node_ids_under_one_root():
+    subtasks, _ = parse_subtasks(_text(_sub("A"), _sub("B", [1]), _sub("C", [1, 2])))
+    plan = build_plan("the task", subtasks, ModelRef())
+    assert [c.id for c in plan.root.children] == ["s1", "s2", "s3"]
+    assert plan.node("s3").depends_on == ["s1", "s2"]
+    assert plan.execution_order() == ["s1", "s2", "s3", "root"]
+
+
+# -- retry and fallback (scripted planner output: this is repair logic, not model quality) ---
+
+
+class ScriptedPlanner(Backend):
+    """Answers each call with the next scripted text and records what it was asked."""
+
+    label = "scripted"
+
+    def __init__(self, *texts: str):
+        self.texts = list(texts)
+        self.requests: list[tuple[list, Any, Any]] = []
+
+    def complete(self, messages, config, *, json_schema=None) -> Completion:
+        self.requests.append((messages, config, json_schema))
+        return Completion(self.texts.pop(0), Usage(10, 10), 0.01, self.label, "stop")
+
+
+def test_decompose_retries_once_at_a_higher_temperature_after_unusable_output():
+    planner = ScriptedPlanner("not json", _text(_sub("A"), _sub("B", [1])))
+    result = decompose("do a thing", backend=planner)
+    assert not result.fallback and result.attempts == 2
+    assert [len(c.children) for c in [result.plan.root]] == [2]
+    temperatures = [config.temperature for _, config, _ in planner.requests]
+    assert temperatures[0] < temperatures[1]
+    assert all(schema is PLAN_SCHEMA for _, _, schema in planner.requests)
+
+
+def test_decompose_falls_back_to_one_node_plan_with_the_reasons():
+    planner = ScriptedPlanner("no", _text(_sub("Only")))
+    result = decompose("Write a limerick", backend=planner)
+    assert result.fallback and result.attempts == 2
+    assert result.plan.execution_order() == ["root"]
+    assert result.plan.root.instruction == "Write a limerick"
+    note = result.notes[-1]
+    assert "attempt 1: the output is not valid JSON" in note
+    assert "attempt 2: only 1 usable subtask" in note
+    assert "one-node plan" in note
+
+
+def test_decompose_cuts_a_very_long_task_in_the_prompt_but_keeps_it_in_the_plan():
+    task = "x" * (MAX_TASK_CHARS_IN_PROMPT + 500)
+    planner = ScriptedPlanner(_text(_sub("A"), _sub("B")))
+    result = decompose(task, backend=planner)
+    prompt = "\n".join(m["content"] for m in planner.requests[0][0])
+    assert "x" * MAX_TASK_CHARS_IN_PROMPT + " [...]" in prompt
+    assert "x" * (MAX_TASK_CHARS_IN_PROMPT + 1) not in prompt
+    assert result.plan.task == task
+    assert any(f"planner saw the first {MAX_TASK_CHARS_IN_PROMPT}" in n for n in result.notes)
+
+
+@pytest.mark.parametrize("task", ["", "   \n\t "])
+def test_empty_task_raises_value_error_before_any_model_call(task):
+    planner = ScriptedPlanner()
+    with pytest.raises(ValueError, match="task is empty"):
+        decompose(task, backend=planner)
+    assert planner.requests == []
+
+
+# -- the real bundled model -----------------------------------------------------------------
+
+
+def _assert_plan_or_fallback(result, task: str) -> None:
+    plan = Plan.from_json(result.plan.to_json())  # survives the file format and validates
+    plan.validate_graph()
+    assert plan.task == task
+    assert result.attempts in (1, 2)
+    if result.fallback:
+        assert plan.execution_order() == ["root"]
+        assert "one-node plan" in result.notes[-1]
+    else:
+        assert 2 <= len(plan.root.children) <= MAX_SUBTASKS
+        for child in plan.root.children:
+            assert child.title.strip() and child.instruction.strip()
+        assert plan.execution_order()[-1] == "root"
+
+
+@pytest.mark.model
+def test_bundled_model_decomposes_a_task_into_a_valid_plan(bundled_path):
+    task = "Plan a three-day trip to Lisbon on a small budget"
+    result = decompose(task, ModelRef())
+    _assert_plan_or_fallback(result, task)
+    first = result.calls[0]
+    assert first.usage.input_tokens > 0 and first.usage.output_tokens > 0
+    # Under the JSON-schema grammar the first answer is JSON with a subtasks list.
+    assert isinstance(json.loads(first.text)["subtasks"], list)
+    assert result.fallback is False, f"bundled model gave no usable plan: {result.notes}"
+
+
+def test_decompose_with_a_missing_model_file_raises_instead_of_falling_back(tmp_path):
+    missing = tmp_path / "nope.gguf"
+    with pytest.raises(ModelUnavailable, match=r"nope\.gguf"):
+        decompose("Plan a party", ModelRef(path=str(missing)))
+
+
+@pytest.mark.server
+def test_decompose_through_the_remote_llama_server_uses_the_schema(llama_server):
+    task = "Plan a three-day trip to Lisbon on a small budget"
+    model = ModelRef(kind="remote", base_url=llama_server, model="gemma")
+    result = decompose(task, model)
+    _assert_plan_or_fallback(result, task)
+    first = result.calls[0]
+    assert first.model.startswith("gemma@http://127.0.0.1:")
+    assert isinstance(json.loads(first.text)["subtasks"], list)
+    assert result.plan.default_model == model
