@@ -3,6 +3,9 @@
 python run.py                     launch the UI on http://127.0.0.1:8501
 python run.py run FILE            run a saved plan or session file headless
 python run.py decompose "TASK"    print a plan for TASK as JSON
+python run.py expand FILE NODE    split a node of a plan file with the planner (--replan)
+python run.py rate FILE           rate the difficulty of a plan's unrated nodes
+python run.py export FILE         print a plan (JSON or YAML file) as JSON or YAML
 python run.py sessions            list saved sessions
 """
 
@@ -119,6 +122,61 @@ def decompose_task(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_plan(path: str):
+    from engine.errors import PlanError
+    from engine.plan_io import import_plan
+
+    file = Path(path)
+    if not file.is_file():
+        raise PlanError(f"{path} does not exist or is not a file.")
+    return import_plan(file.read_text(encoding="utf-8", errors="replace"), source=path)
+
+
+def _write_plan(plan, output: str | None, fmt: str = "json") -> None:
+    from engine.plan_io import export_plan
+
+    text = export_plan(plan, fmt)
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+        print(f"plan written to {output}", file=sys.stderr)
+    else:
+        print(text)
+
+
+def _model(args: argparse.Namespace, plan):
+    from engine.plan import ModelRef
+
+    return ModelRef(path=args.model) if args.model else plan.default_model
+
+
+def expand_plan_node(args: argparse.Namespace) -> int:
+    from engine.expand import expand_node, replan_subtree
+
+    plan = _read_plan(args.file)
+    split = replan_subtree if args.replan else expand_node
+    result = split(plan, args.node, _model(args, plan))
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    _write_plan(result.plan, args.output)
+    return 1 if result.fallback else 0
+
+
+def rate_plan(args: argparse.Namespace) -> int:
+    from engine.difficulty import rate_difficulty
+
+    plan = _read_plan(args.file)
+    rated, notes = rate_difficulty(plan, _model(args, plan), only_missing=not args.all)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    _write_plan(rated, args.output)
+    return 0
+
+
+def export_plan_file(args: argparse.Namespace) -> int:
+    _write_plan(_read_plan(args.file), args.output, args.format)
+    return 0
+
+
 def list_sessions(_: argparse.Namespace) -> int:
     from storage.workspace import Workspace
 
@@ -149,6 +207,27 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("--model", help="path of a local GGUF file (default: bundled model)")
     dec.add_argument("-o", "--output", help="write the plan here instead of stdout")
     dec.set_defaults(handler=decompose_task)
+
+    exp = commands.add_parser("expand", help="split one node of a plan file with the planner")
+    exp.add_argument("file", help="plan file, JSON or YAML")
+    exp.add_argument("node", help="id of the node to split")
+    exp.add_argument("--replan", action="store_true", help="replace the node's subtree")
+    exp.add_argument("--model", help="path of a local GGUF file (default: the plan's model)")
+    exp.add_argument("-o", "--output", help="write the plan here instead of stdout")
+    exp.set_defaults(handler=expand_plan_node)
+
+    rate = commands.add_parser("rate", help="rate the difficulty (1-5) of unrated nodes")
+    rate.add_argument("file", help="plan file, JSON or YAML")
+    rate.add_argument("--all", action="store_true", help="re-rate rated nodes too")
+    rate.add_argument("--model", help="path of a local GGUF file (default: the plan's model)")
+    rate.add_argument("-o", "--output", help="write the plan here instead of stdout")
+    rate.set_defaults(handler=rate_plan)
+
+    out = commands.add_parser("export", help="print a plan file as JSON or YAML")
+    out.add_argument("file", help="plan file, JSON or YAML")
+    out.add_argument("--format", choices=["json", "yaml"], default="yaml")
+    out.add_argument("-o", "--output", help="write the plan here instead of stdout")
+    out.set_defaults(handler=export_plan_file)
 
     ses = commands.add_parser("sessions", help="list saved sessions")
     ses.set_defaults(handler=list_sessions)

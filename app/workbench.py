@@ -7,14 +7,12 @@ import json
 import pandas as pd
 import streamlit as st
 
-from app import state
+from app import plan_panel, state
 from app.charts import tokens_per_node
-from app.graph import plan_to_dot
 from app.widgets import field_slider, model_picker
 from engine.backends import backend_for
 from engine.budget import RunCaps
 from engine.decompose import decompose
-from engine.editing import add_child, remove_node, update_node
 from engine.errors import ArborError
 from engine.plan import Plan, single_node_plan
 
@@ -23,8 +21,7 @@ jobs = state.jobs()
 session = state.current_session()
 
 
-def _flash(kind: str, text: str) -> None:
-    st.session_state.setdefault("flash", []).append((kind, text))
+_flash = plan_panel.flash
 
 
 def _show_flash() -> None:
@@ -105,7 +102,7 @@ if col_decompose.button("Decompose", key="decompose", type="primary"):
             st.error(f"Could not decompose: {exc}")
         else:
             session.task = task
-            session.plan = result.plan
+            plan_panel.set_plan(session, result.plan)
             st.session_state.pop("run_id", None)
             kind = "warning" if result.fallback else "success"
             summary = (
@@ -122,7 +119,7 @@ if col_blank.button("Start from a one-node plan", key="blank_plan"):
         st.error("The task is empty: type what you want done first.")
     else:
         session.task = task
-        session.plan = single_node_plan(task, default_model)
+        plan_panel.set_plan(session, single_node_plan(task, default_model))
         st.rerun()
 
 notes = st.session_state.get("decompose_notes")
@@ -140,66 +137,9 @@ if plan is None:
 run_id = st.session_state.get("run_id")
 job = jobs.get(run_id) if run_id else None
 live_status = job.snapshot()["status"] if job else {}
-
-st.subheader("Plan")
+plan_panel.render(session, ws, live_status, default_model or plan.default_model)
+plan = session.plan
 nodes = plan.nodes()
-node_ids = list(nodes)
-# A widget's key cannot be set after the widget exists, so edits ask for the next selection here.
-if "select_next" in st.session_state:
-    st.session_state.selected_node = st.session_state.pop("select_next")
-if st.session_state.get("selected_node") not in nodes:
-    st.session_state.selected_node = plan.root.id
-selected = st.selectbox(
-    "Node", node_ids, format_func=lambda nid: f"{nid}: {nodes[nid].title}", key="selected_node"
-)
-graph_col, editor_col = st.columns([3, 2])
-with graph_col:
-    st.graphviz_chart(plan_to_dot(plan, live_status, selected), width="stretch")
-    st.caption("Solid edges: subtask of. Dashed blue edges: uses the output of.")
-
-with editor_col:
-    node = nodes[selected]
-    with st.form(f"edit_{selected}"):
-        st.markdown(f"**Edit node `{selected}`**")
-        title = st.text_input("Title", value=node.title)
-        instruction = st.text_area("Instruction", value=node.instruction, height=120)
-        others = [nid for nid in node_ids if nid != selected]
-        depends_on = st.multiselect(
-            "Uses the output of",
-            others,
-            default=[d for d in node.depends_on if d in others],
-            format_func=lambda nid: f"{nid}: {nodes[nid].title}",
-        )
-        node_model = model_picker(node.model, key=f"node_model_{selected}", allow_inherit=True)
-        applied = st.form_submit_button("Apply changes")
-    if applied:
-        try:
-            session.plan = update_node(
-                plan,
-                selected,
-                title=title,
-                instruction=instruction,
-                depends_on=depends_on,
-                model=node_model,
-            )
-        except ArborError as exc:
-            st.error(f"Not applied: {exc}")
-        else:
-            _flash("success", f"Node {selected} updated.")
-            st.rerun()
-    if selected != plan.root.id and st.button("Delete this node", key=f"delete_{selected}"):
-        session.plan = remove_node(plan, selected)
-        st.session_state.select_next = plan.root.id
-        st.rerun()
-    if st.button("Add a subtask here", key=f"add_child_{selected}"):
-        session.plan, new_id = add_child(
-            plan, selected, "New subtask", "Describe what this step produces."
-        )
-        st.session_state.select_next = new_id
-        st.rerun()
-
-with st.expander("Plan as JSON"):
-    st.code(plan.to_json(), language="json")
 
 
 # -- running -------------------------------------------------------------------------------

@@ -7,8 +7,10 @@ Scripts use the same functions the UI does::
     result = execute_plan(plan, RunCaps(total_tokens=4000))
 """
 
+from engine.alternatives import merge_alternatives, sample_alternatives
 from engine.budget import RunCaps
 from engine.decompose import DecomposeResult, decompose
+from engine.difficulty import rate_difficulty
 from engine.errors import (
     ArborError,
     BudgetExceeded,
@@ -21,7 +23,10 @@ from engine.errors import (
     TraceStoreError,
 )
 from engine.executor import RunResult, execute_plan
+from engine.expand import ExpandResult, expand_node, replan_subtree
+from engine.history import PlanHistory
 from engine.plan import GenerationConfig, ModelRef, Node, Plan, single_node_plan
+from engine.plan_io import export_plan, import_plan
 
 __all__ = [
     "ArborError",
@@ -29,6 +34,7 @@ __all__ = [
     "CycleError",
     "DecomposeError",
     "DecomposeResult",
+    "ExpandResult",
     "GenerationConfig",
     "ModelCallFailed",
     "ModelRef",
@@ -36,11 +42,19 @@ __all__ = [
     "Node",
     "Plan",
     "PlanError",
+    "PlanHistory",
     "RunCaps",
     "RunResult",
     "SessionError",
     "TraceStoreError",
     "decompose",
     "execute_plan",
+    "expand_node",
+    "export_plan",
+    "import_plan",
+    "merge_alternatives",
+    "rate_difficulty",
+    "replan_subtree",
+    "sample_alternatives",
     "single_node_plan",
 ]

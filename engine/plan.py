@@ -70,6 +70,12 @@ class Node(BaseModel):
     depends_on: list[str] = Field(default_factory=list)
     model: ModelRef | None = Field(None, description="None inherits the plan's default model.")
     generation: GenerationConfig | None = Field(None, description="None inherits the default.")
+    difficulty: int | None = Field(
+        None, ge=1, le=5, description="1 (trivial) to 5 (hard); budget allocation reads it."
+    )
+    difficulty_reason: str | None = Field(
+        None, max_length=300, description="One line on why the node got its difficulty."
+    )
 
     @field_validator("id")
     @classmethod

@@ -1,7 +1,8 @@
 """Prompt texts live in ``assets/prompts/``; this module loads and fills them.
 
 ``string.Template`` (``$name``) rather than ``str.format`` so that braces in worked JSON examples
-need no escaping.
+need no escaping. A node's own instruction may be a Jinja template (``{{ deps.s1 }}``); it is
+rendered by ``engine.templates`` before it is put into the prompt.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from string import Template
 
 from engine.backends.base import ChatMessage
 from engine.plan import Node, Plan
+from engine.templates import draft_node, placeholder_outputs, render_instruction
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "assets" / "prompts"
 #: Upstream outputs are cut to this many characters so a deep plan still fits the context.
@@ -51,15 +53,19 @@ def node_messages(plan: Plan, node: Node, outputs: dict[str, str]) -> list[ChatM
     """The messages a node is run with: its instruction plus what it depends on.
 
     A leaf sees its dependencies' outputs; a parent also sees its children's outputs and is asked
-    to combine them. ``outputs`` maps node id to the output of every finished node.
+    to combine them. ``outputs`` maps node id to the output of every finished node. The
+    instruction is rendered as a template first (dependency outputs clipped as in the context);
+    a broken template raises ``TemplateProblem``.
     """
     nodes = plan.nodes()
     deps = [(nodes[dep].title, outputs.get(dep, "")) for dep in node.depends_on]
     context = f"\nResults of earlier steps:\n{_sections(deps)}\n" if deps else ""
+    clipped = {dep: _clip(outputs[dep]) for dep in node.depends_on if dep in outputs}
+    instruction = render_instruction(plan, node, clipped)
     values = {
         "task": plan.task.strip(),
         "title": node.title,
-        "instruction": node.instruction.strip() or node.title,
+        "instruction": instruction.strip() or node.title,
         "context": context,
     }
     if node.children:
@@ -68,3 +74,20 @@ def node_messages(plan: Plan, node: Node, outputs: dict[str, str]) -> list[ChatM
     else:
         user = fill("leaf_user", **values)
     return as_user_turn(load_prompt("node_system"), user)
+
+
+def preview_messages(
+    plan: Plan,
+    node_id: str,
+    instruction: str | None = None,
+    *,
+    depends_on: list[str] | None = None,
+) -> list[ChatMessage]:
+    """The exact messages ``node_id`` will be run with, before the run.
+
+    Dependencies' and children's outputs appear as placeholders (``<output of s1: Title>``);
+    ``instruction`` and ``depends_on`` preview a draft instead of the node's current values.
+    Raises ``TemplateProblem`` if the instruction's template cannot be rendered.
+    """
+    node = draft_node(plan, node_id, instruction, depends_on)
+    return node_messages(plan, node, placeholder_outputs(plan, node))

@@ -20,6 +20,7 @@ from sqlmodel import SQLModel, create_engine, select
 from engine.budget import RunCaps
 from engine.errors import ArborError, SessionError
 from engine.plan import Plan
+from storage.revisions import RevisionStore
 
 SESSION_FORMAT = "arbor-session"
 SESSION_FORMAT_VERSION = 1
@@ -114,9 +115,14 @@ class SessionStore:
         self.path = Path(path)
         self.engine: Engine = create_engine(f"sqlite:///{self.path}")
         SQLModel.metadata.create_all(self.engine, tables=[SessionRecord.__table__])
+        self.revisions = RevisionStore(self.engine)
 
-    def save(self, session: ArborSession) -> ArborSession:
-        """Insert or update. An invalid plan is refused before anything is written."""
+    def save(self, session: ArborSession, message: str = "") -> ArborSession:
+        """Insert or update. An invalid plan is refused before anything is written.
+
+        A plan that differs from the session's latest revision is recorded as a new revision
+        (with ``message``), in the same transaction as the session row.
+        """
         if session.plan is not None:
             session.plan.validate_graph()
         session.updated_at = _now()
@@ -132,6 +138,9 @@ class SessionStore:
         )
         with DBSession(self.engine) as db:
             db.merge(record)
+            db.flush()  # takes SQLite's write lock first, so revision numbers cannot race
+            if session.plan is not None:
+                self.revisions.record_in(db, session.id, session.plan, message)
             db.commit()
         return session
 
@@ -166,11 +175,13 @@ class SessionStore:
         return [self._to_session(record) for record in records]
 
     def delete(self, session_id: str) -> None:
+        """Delete the session and its plan revisions."""
         with DBSession(self.engine) as db:
             record = db.get(SessionRecord, session_id)
             if record is not None:
                 db.delete(record)
-                db.commit()
+            self.revisions.delete_in(db, session_id)
+            db.commit()
 
     @staticmethod
     def _to_session(record: SessionRecord) -> ArborSession:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -141,3 +143,75 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     data = tmp_path / "data"
     monkeypatch.setenv("ARBOR_DATA_DIR", str(data))
     return Workspace(data)
+
+
+# -- the UI in a real browser ------------------------------------------------------------------
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@dataclass
+class UIServer:
+    url: str
+    data_dir: Path
+
+    @property
+    def workspace(self):
+        from storage.workspace import Workspace
+
+        return Workspace(self.data_dir)
+
+
+@pytest.fixture(scope="module")
+def ui_server(tmp_path_factory):
+    """``run.py`` serving the UI on loopback with a fresh data directory."""
+    data_dir = tmp_path_factory.mktemp("ui-data")
+    port = free_port()
+    env = {**os.environ, "ARBOR_DATA_DIR": str(data_dir)}
+    log = (tmp_path_factory.mktemp("ui-log") / "streamlit.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.read() == b"ok":
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        process.terminate()
+        pytest.fail(f"the UI did not start on {url}; see {log.name}")
+    yield UIServer(url=url, data_dir=data_dir)
+    process.terminate()
+    process.wait(timeout=20)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("Chromium is missing under CI: the install step must provide it.")
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

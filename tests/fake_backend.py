@@ -126,3 +126,53 @@ def tree(spec: dict[str, Any], *, task: str = "test task") -> Plan:
         )
 
     return Plan(task=task, root=build(spec))
+
+
+class ScriptedPlanner(Backend):
+    """Answers each call with the next scripted text and records what it was asked.
+
+    For tests of repair, retry and tree surgery around planner output, not of model quality.
+    """
+
+    label = "scripted"
+
+    def __init__(self, *texts: str):
+        self.texts = list(texts)
+        self.requests: list[tuple[list[ChatMessage], GenerationConfig, Any]] = []
+
+    def complete(self, messages, config, *, json_schema=None) -> Completion:
+        self.requests.append((messages, config, json_schema))
+        if not self.texts:
+            raise AssertionError("the planner was called more often than scripted")
+        return Completion(self.texts.pop(0), Usage(10, 10), 0.01, self.label, "stop")
+
+    @property
+    def prompts(self) -> list[str]:
+        """Each request's messages joined into one text."""
+        return ["\n".join(m["content"] for m in messages) for messages, _, _ in self.requests]
+
+
+def subtask(
+    title: str,
+    deps: Any = (),
+    instruction: str | None = None,
+    difficulty: Any = None,
+    reason: Any = None,
+) -> dict[str, Any]:
+    """One item of planner output, as the schema asks for it."""
+    item: dict[str, Any] = {
+        "title": title,
+        "instruction": instruction if instruction is not None else f"Do {title} now.",
+        "depends_on": list(deps) if isinstance(deps, tuple | list) else deps,
+    }
+    if difficulty is not None:
+        item["difficulty"] = difficulty
+    if reason is not None:
+        item["reason"] = reason
+    return item
+
+
+def planner_json(*subs: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps({"subtasks": list(subs)})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -41,16 +42,17 @@ def test_empty_task_is_refused_with_a_message(app):
     assert app.session_state.session.plan is None
 
 
-def test_one_node_plan_is_drawn_as_a_graph(app):
+def test_one_node_plan_is_drawn_as_a_clickable_graph(app):
     _one_node_plan(app)
-    charts = app.get("graphviz_chart")
+    charts = app.get("vega_lite_chart")
     assert len(charts) == 1
-    assert '"root"' in charts[0].proto.spec
+    spec = json.loads(charts[0].proto.spec)
+    assert "node_pick" in json.dumps(spec.get("params", []))
 
 
 def test_editing_a_node_updates_the_plan_and_a_cycle_is_refused(app):
     _one_node_plan(app)
-    app.button(key="add_child_root").click().run()
+    app.button(key="add_child").click().run()
     plan = app.session_state.session.plan
     child = plan.root.children[0].id
     assert app.selectbox(key="selected_node").value == child
@@ -63,13 +65,44 @@ def test_editing_a_node_updates_the_plan_and_a_cycle_is_refused(app):
     next(b for b in app.button if b.label == "Apply changes").click().run()
     assert any("cycle" in error.value for error in app.error)
     unchanged = app.session_state.session.plan.node(child)
-    assert unchanged.title == "New subtask"
+    assert unchanged.title == "New subtask 1"
     assert unchanged.depends_on == []
 
     depends = next(box for box in app.multiselect if box.label == "Uses the output of")
     depends.set_value([])
     next(b for b in app.button if b.label == "Apply changes").click().run()
     assert app.session_state.session.plan.node(child).title == "Count the syllables"
+
+    app.button(key="undo").click().run()
+    assert app.session_state.session.plan.node(child).title == "New subtask 1"
+    app.button(key="redo").click().run()
+    assert app.session_state.session.plan.node(child).title == "Count the syllables"
+
+
+def test_a_template_with_an_unknown_variable_is_refused_at_edit_time(app):
+    _one_node_plan(app)
+    instruction = next(box for box in app.text_area if box.label == "Instruction")
+    instruction.input("Answer {{ task }} using {{ answer_of_everything }}")
+    next(b for b in app.button if b.label == "Apply changes").click().run()
+    assert any("answer_of_everything" in error.value for error in app.error)
+    assert "{{" not in app.session_state.session.plan.root.instruction
+
+
+def test_saved_changes_become_revisions_that_can_be_diffed_and_restored(app, tmp_path):
+    _one_node_plan(app)
+    app.button(key="save_session").click().run()
+    app.button(key="add_child").click().run()
+    app.button(key="save_session").click().run()
+    session_id = app.session_state.session.id
+    revisions = Workspace(tmp_path).sessions.revisions.list(session_id)
+    assert [r.number for r in revisions] == [2, 1]
+    assert any("1 added" in md.value for md in app.markdown)
+
+    app.selectbox(key="rev_restore").set_value(1)
+    app.button(key="restore_revision").click().run()
+    assert app.session_state.session.plan.root.children == []
+    app.button(key="undo").click().run()
+    assert len(app.session_state.session.plan.root.children) == 1
 
 
 def test_missing_model_file_is_reported_by_check_model(app):
@@ -111,3 +144,44 @@ def test_run_shows_answer_and_model_calls_then_session_reopens(app, tmp_path):
     assert not app.exception
     assert app.session_state.session.name == "Haiku session"
     assert app.session_state.session.plan.root.title.startswith("Write a haiku")
+
+
+@pytest.mark.model
+def test_rate_difficulty_fills_unrated_nodes_and_can_be_undone(app):
+    _one_node_plan(app)
+    app.button(key="add_child").click().run()
+    app.button(key="rate_difficulty").click().run()
+    assert not app.exception
+    plan = app.session_state.session.plan
+    rated = [node for node, _ in plan.iter_nodes() if node.difficulty is not None]
+    assert any(info.value.startswith(f"Rated {len(rated)} of 2") for info in app.info)
+    if rated:  # a rating is an edit like any other
+        app.button(key="undo").click().run()
+        plan = app.session_state.session.plan
+        assert all(node.difficulty is None for node, _ in plan.iter_nodes())
+
+
+@pytest.mark.model
+def test_alternatives_are_shown_side_by_side_and_ticked_subtasks_merge(app):
+    _one_node_plan(app, "Plan a picnic for six friends in a city park.")
+    app.button(key="sample_alternatives").click().run(timeout=300)
+    assert not app.exception
+    offer = app.session_state.alternatives
+    assert len(offer["results"]) == 2
+    usable = [i for i, r in enumerate(offer["results"]) if not r.fallback]
+    assert usable, [r.notes for r in offer["results"]]
+    picks = []
+    for index in usable:
+        first = offer["results"][index].plan.root.children[0]
+        app.checkbox(key=f"alt_{index}_{first.id}").check()
+        picks.append(first.title)
+    app.run()  # the merge button is enabled once a ticked box has reached the script
+    app.button(key="merge_alternatives").click().run()
+    assert not app.exception
+    merged = app.session_state.session.plan
+    assert [c.title.split(" (")[0] for c in merged.root.children] == [
+        t.split(" (")[0] for t in picks
+    ]
+    assert app.session_state.alternatives is None
+    app.button(key="undo").click().run()
+    assert app.session_state.session.plan.root.children == []

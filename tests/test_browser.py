@@ -6,96 +6,14 @@ test skips; under CI=true a missing browser is a failure, or the suite proves no
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from storage.workspace import Workspace
-
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@dataclass
-class UIServer:
-    url: str
-    workspace: Workspace
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def ui_server(tmp_path_factory):
-    """``run.py`` serving the UI on loopback with a fresh data directory."""
-    data_dir = tmp_path_factory.mktemp("ui-data")
-    port = _free_port()
-    env = {**os.environ, "ARBOR_DATA_DIR": str(data_dir)}
-    log = (tmp_path_factory.mktemp("ui-log") / "streamlit.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "run.py"), "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.read() == b"ok":
-                    break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        process.terminate()
-        pytest.fail(f"the UI did not start on {url}; see {log.name}")
-    yield UIServer(url=url, workspace=Workspace(data_dir))
-    process.terminate()
-    process.wait(timeout=20)
-    log.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail("Chromium is missing under CI: the install step must provide it.")
-        pytest.skip("Chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def test_task_is_decomposed_run_traced_and_saved_in_a_real_browser(browser, ui_server):
@@ -105,9 +23,11 @@ def test_task_is_decomposed_run_traced_and_saved_in_a_real_browser(browser, ui_s
     page.get_by_label("Task").fill("Plan a picnic for six friends in a city park.")
     page.get_by_role("button", name="Decompose").click()
 
-    graph = page.locator('[data-testid="stGraphVizChart"] svg g.node')
-    graph.first.wait_for(timeout=240_000)
-    assert graph.count() >= 1
+    graph = page.locator('[data-testid="stVegaLiteChart"]').first
+    graph.wait_for(timeout=240_000)
+    # vega-embed draws the plan into a canvas (or svg) once its data has arrived.
+    graph.locator("canvas, svg").first.wait_for()
+    assert graph.bounding_box()["height"] > 100
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "browser-plan.png"), full_page=True)
 

@@ -130,3 +130,36 @@ def test_cli_refuses_a_missing_file_and_bad_caps(tmp_path):
     caps = _cli(tmp_path / "data", "run", str(plan_file), "--total-tokens", "5", timeout=60)
     assert caps.returncode != 0 and "total_tokens" in caps.stderr
     assert "Traceback" not in caps.stderr
+
+
+def test_export_turns_a_json_plan_into_yaml_and_back(tmp_path):
+    plan = _tiny_plan()
+    source = tmp_path / "plan.json"
+    source.write_text(plan.to_json(), encoding="utf-8")
+    as_yaml = _cli(tmp_path, "export", str(source), "-o", str(tmp_path / "plan.yaml"))
+    assert as_yaml.returncode == 0, as_yaml.stderr
+    assert "root:" in (tmp_path / "plan.yaml").read_text(encoding="utf-8")
+    back = _cli(tmp_path, "export", str(tmp_path / "plan.yaml"), "--format", "json")
+    assert back.returncode == 0, back.stderr
+    assert Plan.from_json(back.stdout) == plan
+
+
+def test_expand_of_an_unknown_node_is_an_error_that_names_it(tmp_path):
+    source = tmp_path / "plan.json"
+    source.write_text(_tiny_plan().to_json(), encoding="utf-8")
+    done = _cli(tmp_path, "expand", str(source), "nope")
+    assert done.returncode == 2
+    assert "No node with id 'nope'" in done.stderr
+
+
+@pytest.mark.model
+def test_rate_fills_in_difficulties_on_the_bundled_model(tmp_path):
+    source = tmp_path / "plan.json"
+    source.write_text(_tiny_plan().to_json(), encoding="utf-8")
+    done = _cli(tmp_path, "rate", str(source), "-o", str(tmp_path / "rated.json"))
+    assert done.returncode == 0, done.stderr
+    assert "note: Rated " in done.stderr
+    rated = Plan.from_json((tmp_path / "rated.json").read_text(encoding="utf-8"))
+    assert rated.root.title == "Answer"
+    rated_count = int(re.search(r"Rated (\d+) of", done.stderr).group(1))
+    assert rated_count == sum(node.difficulty is not None for node, _ in rated.iter_nodes())

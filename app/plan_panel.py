@@ -1,0 +1,428 @@
+"""The plan section of the workbench: graph, node editor, restructuring, planner actions,
+undo/redo, revisions and import/export. Every change goes through ``engine`` functions that
+return a new validated plan; a refused edit shows its message and changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import streamlit as st
+
+from app.graph import picked_node, plan_chart
+from app.widgets import model_picker
+from engine import editing
+from engine.alternatives import merge_alternatives, sample_alternatives
+from engine.difficulty import rate_difficulty
+from engine.errors import ArborError
+from engine.expand import expand_node, replan_subtree
+from engine.history import PlanHistory
+from engine.plan import ModelRef, Plan
+from engine.plan_io import export_plan, import_plan
+from engine.prompts import preview_messages
+from engine.templates import check_instruction
+from storage.sessions import ArborSession
+from storage.workspace import Workspace
+
+GRAPH_KEY = "plan_graph"
+
+
+# -- state helpers --------------------------------------------------------------------------
+def flash(kind: str, text: str) -> None:
+    st.session_state.setdefault("flash", []).append((kind, text))
+
+
+def history(session: ArborSession) -> PlanHistory:
+    """Undo history of the session's current plan, started afresh when the plan is replaced."""
+    current: PlanHistory | None = st.session_state.get("history")
+    if current is None or current.current != session.plan:
+        current = PlanHistory(session.plan)
+        st.session_state.history = current
+    return current
+
+
+def set_plan(session: ArborSession, plan: Plan) -> None:
+    """Replace the plan wholesale (decompose, open, import): a new undo history starts."""
+    session.plan = plan
+    st.session_state.history = PlanHistory(plan)
+    st.session_state.select_next = plan.root.id
+
+
+def apply_edit(
+    session: ArborSession, label: str, edit: Callable[[], Plan | tuple[Plan, str]]
+) -> bool:
+    """Run one engine edit; on success record it for undo and select the new node if any."""
+    try:
+        outcome = edit()
+    except ArborError as exc:
+        flash("error", f"Not applied ({label}): {exc}")
+        return False
+    plan, new_id = outcome if isinstance(outcome, tuple) else (outcome, None)
+    session.plan = history(session).apply(plan, label)
+    if new_id:
+        st.session_state.select_next = new_id
+    flash("success", f"{label}: done.")
+    return True
+
+
+# -- sections --------------------------------------------------------------------------------
+def toolbar(session: ArborSession) -> None:
+    hist = history(session)
+    undo_col, redo_col, colour_col, json_col, yaml_col = st.columns([1, 1, 2, 1, 1])
+    if undo_col.button(
+        "Undo", key="undo", disabled=not hist.can_undo, help=f"Undo: {hist.undo_label or '-'}"
+    ):
+        session.plan = hist.undo()
+        flash("info", "Undone.")
+        st.rerun()
+    if redo_col.button(
+        "Redo", key="redo", disabled=not hist.can_redo, help=f"Redo: {hist.redo_label or '-'}"
+    ):
+        session.plan = hist.redo()
+        flash("info", "Redone.")
+        st.rerun()
+    colour_col.radio(
+        "Colour nodes by", ["status", "difficulty"], horizontal=True, key="colour_by",
+        label_visibility="collapsed",
+    )
+    for column, fmt in ((json_col, "json"), (yaml_col, "yaml")):
+        column.download_button(
+            f"Export {fmt.upper()}",
+            data=export_plan(session.plan, fmt),
+            file_name=f"plan.{fmt}",
+            mime="application/json" if fmt == "json" else "application/yaml",
+            key=f"export_{fmt}",
+        )
+
+
+def selection(plan: Plan) -> str:
+    """The selected node id: a click on the graph, else the node picker, else the root."""
+    nodes = plan.nodes()
+    clicked = picked_node(st.session_state.get(GRAPH_KEY))
+    if clicked in nodes and clicked != st.session_state.get("last_click"):
+        st.session_state.last_click = clicked
+        st.session_state.select_next = clicked
+    # A widget's key cannot be set once the widget exists, so changes are requested here.
+    if "select_next" in st.session_state:
+        st.session_state.selected_node = st.session_state.pop("select_next")
+    if st.session_state.get("selected_node") not in nodes:
+        st.session_state.selected_node = plan.root.id
+    return st.session_state.selected_node
+
+
+def graph(plan: Plan, status: dict[str, str], selected: str) -> None:
+    chart = plan_chart(
+        plan, status, colour_by=st.session_state.get("colour_by", "status"), selected=selected
+    )
+    st.altair_chart(chart, on_select="rerun", key=GRAPH_KEY, width="content")
+    st.caption(
+        "Click a node to edit it. Grey lines: subtask of. Dashed blue lines: uses the output of."
+    )
+
+
+def node_editor(session: ArborSession, plan: Plan, selected: str) -> None:
+    nodes = plan.nodes()
+    node = nodes[selected]
+    with st.form(f"edit_{selected}"):
+        st.markdown(f"**Edit node `{selected}`**")
+        title = st.text_input("Title", value=node.title)
+        instruction = st.text_area(
+            "Instruction",
+            value=node.instruction,
+            height=120,
+            help="A Jinja template: {{ task }}, {{ parent.title }}, {{ ancestors }}, "
+            "{{ deps.ID }} (the output of a dependency).",
+        )
+        others = [nid for nid in nodes if nid != selected]
+        depends_on = st.multiselect(
+            "Uses the output of",
+            others,
+            default=[d for d in node.depends_on if d in others],
+            format_func=lambda nid: f"{nid}: {nodes[nid].title}",
+        )
+        difficulty_col, reason_col = st.columns([1, 2])
+        difficulty = difficulty_col.selectbox(
+            "Difficulty", [None, 1, 2, 3, 4, 5], index=node.difficulty or 0,
+            format_func=lambda d: "unrated" if d is None else str(d),
+        )
+        reason = reason_col.text_input("Why", value=node.difficulty_reason or "")
+        node_model = model_picker(node.model, key=f"node_model_{selected}", allow_inherit=True)
+        applied = st.form_submit_button("Apply changes")
+    if applied:
+        problems = check_instruction(plan, selected, instruction, depends_on=depends_on)
+        if problems:
+            flash("error", "Not applied: " + " ".join(problems))
+        else:
+            apply_edit(
+                session,
+                f"edit {selected}",
+                lambda: editing.update_node(
+                    plan, selected, title=title, instruction=instruction,
+                    depends_on=depends_on, model=node_model, difficulty=difficulty,
+                    difficulty_reason=reason.strip() or None,
+                ),
+            )
+        st.rerun()
+    with st.expander("Prompt as it will be rendered"):
+        try:
+            for message in preview_messages(plan, selected):
+                st.text(f"[{message['role']}]\n{message['content']}")
+        except ArborError as exc:
+            st.error(str(exc))
+
+
+def restructure(session: ArborSession, plan: Plan, selected: str) -> None:
+    """Buttons that change the tree's shape around the selected node."""
+    is_root = selected == plan.root.id
+    parent = None if is_root else plan.parent_of(selected)
+    row1 = st.columns(4)
+    if row1[0].button("Add child", key="add_child"):
+        apply_edit(session, "add child", lambda: editing.add_child(
+            plan, selected, _fresh_title(plan), "Describe what this step produces."))
+        st.rerun()
+    if row1[1].button("Add sibling", key="add_sibling", disabled=is_root):
+        apply_edit(session, "add sibling", lambda: editing.add_sibling(
+            plan, selected, _fresh_title(plan), "Describe what this step produces."))
+        st.rerun()
+    if row1[2].button("Duplicate", key="duplicate", disabled=is_root):
+        apply_edit(session, "duplicate", lambda: editing.duplicate_node(plan, selected))
+        st.rerun()
+    if row1[3].button("Add dependency…", key="show_dep", disabled=is_root):
+        st.session_state.show_dep_picker = True
+    if st.session_state.get("show_dep_picker") and not is_root:
+        nodes = plan.nodes()
+        candidates = [n for n in nodes if n != selected and n not in nodes[selected].depends_on]
+        dep_col, go_col = st.columns([3, 1])
+        dep = dep_col.selectbox(
+            f"{selected} uses the output of", candidates, key="dep_choice",
+            format_func=lambda nid: f"{nid}: {nodes[nid].title}",
+        )
+        if go_col.button("Add edge", key="add_dep") and dep:
+            if apply_edit(session, f"add dependency {selected} <- {dep}",
+                          lambda: editing.add_dependency(plan, selected, dep)):
+                st.session_state.show_dep_picker = False
+            st.rerun()
+    row2 = st.columns(4)
+    if parent is not None:
+        siblings = [child.id for child in parent.children]
+        position = siblings.index(selected)
+        if row2[0].button("Move up", key="move_up", disabled=position == 0):
+            apply_edit(session, "move up",
+                       lambda: editing.reorder_node(plan, selected, position - 1))
+            st.rerun()
+        if row2[1].button("Move down", key="move_down", disabled=position == len(siblings) - 1):
+            apply_edit(session, "move down",
+                       lambda: editing.reorder_node(plan, selected, position + 1))
+            st.rerun()
+        if row2[2].button("Delete subtree", key="delete_subtree"):
+            apply_edit(session, f"delete {selected}",
+                       lambda: editing.remove_node(plan, selected))
+            st.rerun()
+        if row2[3].button("Delete, keep children", key="delete_keep"):
+            apply_edit(session, f"delete {selected} (children kept)",
+                       lambda: editing.remove_node(plan, selected, keep_children=True))
+            st.rerun()
+        nodes = plan.nodes()
+        targets = [n for n in nodes if n != selected and n != parent.id]
+        if targets:
+            move_col, go_col = st.columns([3, 1])
+            target = move_col.selectbox(
+                "Move under", targets, key="move_target",
+                format_func=lambda nid: f"{nid}: {nodes[nid].title}",
+            )
+            if go_col.button("Move", key="move_node"):
+                apply_edit(session, f"move {selected} under {target}",
+                           lambda: editing.move_node(plan, selected, target))
+                st.rerun()
+
+
+def planner_actions(session: ArborSession, plan: Plan, selected: str, model: ModelRef) -> None:
+    """Model-backed actions: expand, re-plan, rate difficulty, alternatives."""
+    cols = st.columns(4)
+    if cols[0].button("Expand with planner", key="expand_node"):
+        with st.spinner(f"Splitting {selected}..."):
+            _planner_result(session, f"expand {selected}",
+                            lambda: expand_node(plan, selected, model))
+        st.rerun()
+    if cols[1].button("Re-plan subtree", key="replan_subtree"):
+        with st.spinner(f"Re-planning below {selected}..."):
+            _planner_result(session, f"re-plan {selected}",
+                            lambda: replan_subtree(plan, selected, model))
+        st.rerun()
+    if cols[2].button("Rate difficulty", key="rate_difficulty",
+                      help="Rate every node that has no difficulty yet (1-5, with a reason)."):
+        with st.spinner("Rating unrated nodes..."):
+            try:
+                rated, notes = rate_difficulty(plan, model)
+            except ArborError as exc:
+                flash("error", str(exc))
+            else:
+                if rated != plan:
+                    apply_edit(session, "rate difficulty", lambda: rated)
+                for note in notes:
+                    flash("info", note)
+        st.rerun()
+    k = cols[3].number_input("Alternatives", min_value=2, max_value=4, value=2, key="alt_k")
+    scope_col, go_col = st.columns([2, 1])
+    scope = scope_col.radio(
+        "Alternatives for", ["whole task", "selected subtree"], horizontal=True, key="alt_scope",
+        disabled=selected == plan.root.id,
+    )
+    under = selected if scope == "selected subtree" and selected != plan.root.id else None
+    if go_col.button("Sample alternative plans", key="sample_alternatives"):
+        with st.spinner(f"Sampling {k} plans..."):
+            try:
+                results = sample_alternatives(
+                    plan.task, int(k), model, plan=plan, node_id=under
+                )
+            except ArborError as exc:
+                flash("error", str(exc))
+            else:
+                st.session_state.alternatives = {
+                    "results": results, "under": under or plan.root.id, "base": plan
+                }
+        st.rerun()
+
+
+def _planner_result(session: ArborSession, label: str, call: Callable[[], object]) -> None:
+    try:
+        result = call()
+    except ArborError as exc:
+        flash("error", f"{label}: {exc}")
+        return
+    notes = list(getattr(result, "notes", []))
+    if getattr(result, "fallback", False):
+        flash("warning", f"{label}: the planner's output was unusable; the plan is unchanged. "
+              + " ".join(notes))
+        return
+    apply_edit(session, label, lambda: result.plan)
+    for note in notes:
+        flash("info", note)
+
+
+def alternatives_panel(session: ArborSession) -> None:
+    """k sampled plans side by side: use one, or tick subtasks from several and merge them."""
+    offer = st.session_state.get("alternatives")
+    if not offer:
+        return
+    results, under, base = offer["results"], offer["under"], offer["base"]
+    where = "the task" if under == base.root.id else f"{under}: {base.node(under).title}"
+    st.markdown(f"#### Alternative plans for {where}")
+    columns = st.columns(len(results))
+    picks: list[tuple[Plan, str]] = []
+    for index, (column, result) in enumerate(zip(columns, results, strict=True)):
+        with column:
+            st.markdown(f"**Plan {index + 1}**" + (" (unusable)" if result.fallback else ""))
+            for child in result.plan.node(under).children:
+                deps = f" ← {', '.join(child.depends_on)}" if child.depends_on else ""
+                rating = f" · difficulty {child.difficulty}" if child.difficulty else ""
+                if st.checkbox(f"{child.id} {child.title}{deps}", key=f"alt_{index}_{child.id}"):
+                    picks.append((result.plan, child.id))
+                st.caption(child.instruction + rating)
+            for note in result.notes:
+                st.caption(f"note: {note}")
+            if not result.fallback and st.button("Use this plan", key=f"use_alt_{index}"):
+                apply_edit(session, f"use alternative {index + 1}", lambda r=result: r.plan)
+                st.session_state.alternatives = None
+                st.rerun()
+    merge_col, close_col = st.columns(2)
+    if merge_col.button("Merge ticked subtasks", key="merge_alternatives", disabled=not picks):
+        try:
+            merged, notes = merge_alternatives(session.plan or base, picks, under=under)
+        except ArborError as exc:
+            flash("error", f"Not merged: {exc}")
+        else:
+            apply_edit(session, f"merge {len(picks)} subtasks", lambda: merged)
+            for note in notes:
+                flash("info", note)
+            st.session_state.alternatives = None
+        st.rerun()
+    if close_col.button("Close alternatives", key="close_alternatives"):
+        st.session_state.alternatives = None
+        st.rerun()
+
+
+def revisions_panel(session: ArborSession, ws: Workspace) -> None:
+    if not ws.sessions.exists(session.id):
+        st.caption("Save the session to start recording plan revisions.")
+        return
+    revisions = ws.sessions.revisions.list(session.id)
+    if not revisions:
+        st.caption("No revisions yet.")
+        return
+    for revision in revisions:
+        st.markdown(
+            f"- **r{revision.number}** {revision.created_at:%Y-%m-%d %H:%M:%S} "
+            f"{revision.message or ''} ({revision.summary})"
+        )
+    numbers = [revision.number for revision in revisions]
+    a_col, b_col = st.columns(2)
+    older = a_col.selectbox("From", numbers, index=min(1, len(numbers) - 1), key="rev_a")
+    newer = b_col.selectbox("To", numbers, index=0, key="rev_b")
+    diff = ws.sessions.revisions.diff(session.id, older, newer)
+    st.markdown(f"**r{older} → r{newer}:** {diff.summary()}")
+    for label, ids in (("added", diff.added), ("removed", diff.removed)):
+        if ids:
+            st.markdown(f"- {label}: {', '.join(ids)}")
+    for node_id, fields in diff.changed.items():
+        st.markdown(f"- changed {node_id}: {', '.join(fields)}")
+    restore = st.selectbox("Restore revision", numbers, key="rev_restore")
+    if st.button("Restore", key="restore_revision"):
+        revision = ws.sessions.revisions.get(session.id, restore)
+        apply_edit(session, f"restore r{restore}", lambda: revision.plan)
+        st.rerun()
+
+
+def import_box(session: ArborSession) -> None:
+    upload = st.file_uploader("Import a plan (JSON or YAML)", type=["json", "yaml", "yml"],
+                              key="plan_upload")
+    if upload is not None and st.button("Import plan", key="import_plan"):
+        text = upload.getvalue().decode("utf-8", errors="replace")
+        try:
+            plan = import_plan(text, source=upload.name)
+        except ArborError as exc:
+            st.error(f"Not imported: {exc}")
+            return
+        session.task = plan.task
+        set_plan(session, plan)
+        flash("success", f"Imported {upload.name}.")
+        st.rerun()
+
+
+def _fresh_title(plan: Plan) -> str:
+    titles = {node.title.casefold() for node, _ in plan.iter_nodes()}
+    index = 1
+    while f"new subtask {index}" in titles:
+        index += 1
+    return f"New subtask {index}"
+
+
+def render(
+    session: ArborSession, ws: Workspace, status: dict[str, str], model: ModelRef
+) -> None:
+    """The whole plan section for ``session.plan``."""
+    plan = session.plan
+    assert plan is not None
+    st.subheader("Plan")
+    toolbar(session)
+    selected = selection(plan)
+    graph_col, editor_col = st.columns([3, 2])
+    with graph_col:
+        graph(plan, status, selected)
+    with editor_col:
+        nodes = plan.nodes()
+        st.selectbox(
+            "Node", list(nodes), key="selected_node",
+            format_func=lambda nid: f"{nid}: {nodes[nid].title}",
+        )
+        node_editor(session, plan, selected)
+    with st.expander("Restructure", expanded=True):
+        restructure(session, plan, selected)
+    with st.expander("Planner actions", expanded=True):
+        planner_actions(session, plan, selected, model)
+    alternatives_panel(session)
+    with st.expander("Revisions"):
+        revisions_panel(session, ws)
+    with st.expander("Import / plan as JSON"):
+        import_box(session)
+        st.code(plan.to_json(), language="json")

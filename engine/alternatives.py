@@ -1,0 +1,149 @@
+"""Several plans for one task (or one subtree), and a merge of the subtasks the analyst picks.
+
+A weak planner's first split is one sample of many; showing k side by side lets the analyst
+choose, or take the best steps of each. Samples differ by seed and run warmer than a single
+decomposition. A merge copies the picked subtrees under one node of a base plan with fresh ids,
+keeps the dependencies that still make sense and reports the ones it had to drop.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from engine.backends import Backend, backend_for
+from engine.decompose import DecomposeResult, decompose
+from engine.errors import PlanError
+from engine.expand import ExpandResult, child_ids, replace_children, replan_subtree, subtree_ids
+from engine.plan import ModelRef, Node, Plan
+
+MAX_ALTERNATIVES = 6
+#: Warmer than a single decomposition (0.7, then 1.0) so the samples differ.
+ALTERNATIVE_TEMPERATURES = (0.9, 1.1)
+#: Samples use seeds this far apart, so sample i's retry never reuses sample i+1's seed.
+SEED_STRIDE = 1000
+
+
+def _signature(plan: Plan, node_id: str) -> tuple[str, ...]:
+    return tuple(" ".join(c.title.casefold().split()) for c in plan.node(node_id).children)
+
+
+def sample_alternatives(
+    task: str,
+    k: int,
+    model: ModelRef | None = None,
+    *,
+    backend: Backend | None = None,
+    plan: Plan | None = None,
+    node_id: str | None = None,
+    seed: int | None = None,
+) -> list[DecomposeResult | ExpandResult]:
+    """``k`` plans for ``task``, or, with ``plan`` and ``node_id``, k re-plans of that subtree.
+
+    Each result has ``plan``, ``notes`` and ``fallback`` (an unusable sample comes back as the
+    fallback, so the list always has k entries). A sample whose steps repeat an earlier one's is
+    noted. ``seed`` makes the set reproducible; None draws a fresh one.
+    """
+    if not 1 <= k <= MAX_ALTERNATIVES:
+        raise PlanError(f"Ask for 1 to {MAX_ALTERNATIVES} alternatives, not {k}.")
+    if node_id is not None and plan is None:
+        raise PlanError("Sampling alternatives for a subtree needs the plan it belongs to.")
+    model = model or (plan.default_model if plan is not None else ModelRef())
+    backend = backend or backend_for(model)
+    base_seed = seed if seed is not None else random.randrange(1 << 30)
+    results: list[DecomposeResult | ExpandResult] = []
+    seen: dict[tuple[str, ...], int] = {}
+    for index in range(k):
+        sample_seed = base_seed + SEED_STRIDE * index
+        result: DecomposeResult | ExpandResult
+        if node_id is not None and plan is not None:
+            result = replan_subtree(
+                plan,
+                node_id,
+                model,
+                backend=backend,
+                seed=sample_seed,
+                temperatures=ALTERNATIVE_TEMPERATURES,
+            )
+            signature = _signature(result.plan, node_id)
+        else:
+            result = decompose(
+                task,
+                model,
+                backend=backend,
+                seed=sample_seed,
+                temperatures=ALTERNATIVE_TEMPERATURES,
+            )
+            signature = _signature(result.plan, result.plan.root.id)
+        if not result.fallback and signature in seen:
+            result.notes.append(f"the same steps as alternative {seen[signature] + 1}")
+        seen.setdefault(signature, index)
+        results.append(result)
+    return results
+
+
+def merge_alternatives(
+    base: Plan, picks: Sequence[tuple[Plan, str]], *, under: str | None = None
+) -> tuple[Plan, list[str]]:
+    """``base`` with the children of ``under`` (default: the root) replaced by the picked nodes.
+
+    ``picks`` are ``(source plan, node id)`` pairs, in the order they should appear; each picked
+    node comes with its subtree. Dependencies between picks from the same source plan are kept
+    (remapped to the new ids), dependencies on nodes of ``base`` outside the replaced subtree are
+    kept, and all others are dropped and reported. Repeated titles get a number.
+    """
+    if not picks:
+        raise PlanError("Tick at least one subtask to merge.")
+    under = under or base.root.id
+    target = base.node(under)
+    replaced = subtree_ids(target) - {under}
+    outside = set(base.nodes()) - replaced
+    taken = set(outside)
+    id_map: dict[tuple[int, str], str] = {}
+    copies: list[tuple[int, Node, dict[str, str]]] = []  # (source key, copy, old title by old id)
+
+    def renumber(node: Node, new_id: str, source: int) -> Node:
+        id_map[(source, node.id)] = new_id
+        fresh = child_ids(taken, new_id, len(node.children))
+        return node.model_copy(
+            update={
+                "id": new_id,
+                "children": [
+                    renumber(child, child_id, source)
+                    for child, child_id in zip(node.children, fresh, strict=True)
+                ],
+            }
+        )
+
+    top_ids = child_ids(taken, under, len(picks))
+    used_titles: dict[str, int] = {}
+    for (source_plan, node_id), new_id in zip(picks, top_ids, strict=True):
+        source = id(source_plan)
+        node = renumber(source_plan.node(node_id).model_copy(deep=True), new_id, source)
+        key = " ".join(node.title.casefold().split())
+        used_titles[key] = used_titles.get(key, 0) + 1
+        if used_titles[key] > 1:
+            node.title = f"{node.title} ({used_titles[key]})"
+        titles = {nid: n.title for nid, n in source_plan.nodes().items()}
+        copies.append((source, node, titles))
+
+    notes: list[str] = []
+    for source, top, titles in copies:
+        stack = [top]
+        while stack:
+            node = stack.pop()
+            stack.extend(node.children)
+            kept: list[str] = []
+            for dep in node.depends_on:
+                if (source, dep) in id_map:
+                    kept.append(id_map[(source, dep)])
+                elif dep in outside and dep != under:
+                    kept.append(dep)
+                else:
+                    notes.append(
+                        f"{node.title!r} no longer depends on {titles.get(dep, dep)!r}: "
+                        "that step was not picked"
+                    )
+            node.depends_on = kept
+    merged, edge_notes = replace_children(base, under, [node for _, node, _ in copies])
+    return merged, notes + edge_notes

@@ -1,0 +1,180 @@
+"""Difficulty ratings (1-5, with a one-line reason) for nodes the planner did not rate.
+
+Budget allocation reads ``Node.difficulty`` (harder nodes get more samples or a stronger model),
+so every node should have one. The planner rates the subtasks it writes; this module rates the
+rest (hand-written nodes, the root, plans from older files) in batches, one call per batch, under
+a schema that asks for exactly one rating per step. A batch the model cannot rate stays unrated
+and is reported; the analyst's own ratings are never overwritten unless asked.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from engine.backends import Backend, ChatMessage, backend_for
+from engine.decompose import (
+    DIFFICULTY_SCHEMA,
+    REASON_SCHEMA,
+    UnusablePlan,
+    call_planner,
+    clean_difficulty,
+    clean_reason,
+    clip_task,
+    comparable,
+    example_exchange,
+)
+from engine.plan import ModelRef, Node, Plan
+from engine.prompts import PROMPTS_DIR, fill, load_prompt
+
+#: Steps rated in one call; more makes the answer long and the small model loses count.
+RATE_BATCH = 8
+STEP_CHARS = 200
+
+
+def ratings_schema(count: int) -> dict[str, Any]:
+    """Exactly ``count`` ratings, each a difficulty and a reason."""
+    return {
+        "type": "object",
+        "properties": {
+            "ratings": {
+                "type": "array",
+                "minItems": count,
+                "maxItems": count,
+                "items": {
+                    "type": "object",
+                    "properties": {"difficulty": DIFFICULTY_SCHEMA, "reason": REASON_SCHEMA},
+                    "required": ["difficulty", "reason"],
+                },
+            }
+        },
+        "required": ["ratings"],
+    }
+
+
+@functools.cache
+def _example() -> dict[str, Any]:
+    return json.loads((PROMPTS_DIR / "difficulty_example.json").read_text(encoding="utf-8"))
+
+
+def _steps_text(steps: Sequence[tuple[str, str]]) -> str:
+    lines = []
+    for number, (title, instruction) in enumerate(steps, start=1):
+        text = " ".join(instruction.split())
+        text = text if len(text) <= STEP_CHARS else text[:STEP_CHARS] + " [...]"
+        lines.append(f"{number}. {title}: {text}" if text else f"{number}. {title}")
+    return "\n".join(lines)
+
+
+def rating_messages(task: str, steps: Sequence[tuple[str, str]]) -> list[ChatMessage]:
+    """The rules and a worked example as a finished exchange, then the steps to rate."""
+    example = _example()
+    example_steps = [(s["title"], s["instruction"]) for s in example["steps"]]
+    request = fill("difficulty_user", task=example["task"], steps=_steps_text(example_steps))
+    messages = example_exchange(load_prompt("difficulty_system"), request, example["answer"])
+    clipped, _ = clip_task(task)
+    messages.append(
+        {"role": "user", "content": fill("difficulty_user", task=clipped, steps=_steps_text(steps))}
+    )
+    return messages
+
+
+def parse_ratings(
+    text: str, titles: Sequence[str]
+) -> tuple[list[tuple[int | None, str | None]], list[str]]:
+    """One ``(difficulty, reason)`` per title from the model's answer, with repair notes.
+
+    Raises ``UnusablePlan`` when the text is not JSON, has no ratings list, or rates none.
+    """
+    try:
+        payload = json.loads(text, strict=False)  # raw newlines in strings are harmless
+    except json.JSONDecodeError as exc:
+        raise UnusablePlan(f"the ratings are not valid JSON: {exc.msg} at char {exc.pos}") from exc
+    raw = payload.get("ratings") if isinstance(payload, dict) else None
+    if not isinstance(raw, list):
+        raise UnusablePlan("the output has no 'ratings' list")
+    notes: list[str] = []
+    ratings: list[tuple[int | None, str | None]] = []
+    copied = {comparable(r["reason"]) for r in _example()["answer"]["ratings"]}
+    for index, title in enumerate(titles):
+        item = raw[index] if index < len(raw) else None
+        if not isinstance(item, dict):
+            ratings.append((None, None))
+            continue
+        difficulty, note = clean_difficulty(item.get("difficulty"), repr(title))
+        notes.extend([note] if note else [])
+        reason, note = clean_reason(item.get("reason"), repr(title))
+        notes.extend([note] if note and difficulty is not None else [])
+        if reason is not None and difficulty is not None and comparable(reason) in copied:
+            notes.append(f"dropped the reason given for {title!r}: it copies the worked example")
+            reason = None
+        ratings.append((difficulty, reason if difficulty is not None else None))
+    if len(raw) != len(titles):
+        notes.append(f"the model gave {len(raw)} ratings for {len(titles)} steps")
+    if all(difficulty is None for difficulty, _ in ratings):
+        raise UnusablePlan("the output rates none of the steps")
+    return ratings, notes
+
+
+def rate_difficulty(
+    plan: Plan,
+    model: ModelRef | None = None,
+    *,
+    backend: Backend | None = None,
+    only_missing: bool = True,
+    seed: int | None = 7,
+) -> tuple[Plan, list[str]]:
+    """A copy of ``plan`` with difficulties filled in, and notes on what happened.
+
+    ``only_missing`` (the default) keeps every existing rating, the analyst's overrides
+    included. ``model`` defaults to the plan's default model. Raises ``ArborError`` when the
+    model is unavailable; unusable answers leave those nodes unrated and say so.
+    """
+    targets: list[Node] = [
+        node for node, _ in plan.iter_nodes() if not only_missing or node.difficulty is None
+    ]
+    if not targets:
+        return plan, ["Every node already has a difficulty; nothing to rate."]
+    model = model or plan.default_model
+    backend = backend or backend_for(model)
+    rated = plan.model_copy(deep=True)
+    notes: list[str] = []
+    count = 0
+    for start in range(0, len(targets), RATE_BATCH):
+        batch = targets[start : start + RATE_BATCH]
+        titles = [node.title for node in batch]
+        instructions = [
+            node.instruction or ("Combine the results of its sub-steps." if node.children else "")
+            for node in batch
+        ]
+
+        def parse(
+            text: str, titles: list[str] = titles
+        ) -> tuple[list[tuple[int | None, str | None]], list[str]]:
+            return parse_ratings(text, titles)
+
+        outcome = call_planner(
+            backend,
+            rating_messages(plan.task, list(zip(titles, instructions, strict=True))),
+            parse,
+            seed=seed,
+            schema=ratings_schema(len(batch)),
+            max_tokens=48 * len(batch) + 32,
+        )
+        if outcome.value is None:
+            names = ", ".join(repr(title) for title in titles)
+            notes.append(f"Could not rate {names} ({'; '.join(outcome.failures)}).")
+            continue
+        notes.extend(outcome.notes)
+        for node, (difficulty, reason) in zip(batch, outcome.value, strict=True):
+            if difficulty is None:
+                notes.append(f"{node.title!r} got no usable rating; it stays unrated")
+                continue
+            target = rated.node(node.id)
+            target.difficulty, target.difficulty_reason = difficulty, reason
+            count += 1
+    notes.insert(0, f"Rated {count} of {len(targets)} node(s).")
+    rated.validate_graph()
+    return rated, notes

@@ -1,0 +1,104 @@
+"""Plan authoring in a real browser: expand a node, add a dependency, refuse a cycle, undo."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+pytestmark = pytest.mark.browser
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+TASK = "Organise a book swap for the families on our street."
+
+
+def _settled(page) -> None:
+    """Wait until Streamlit has finished its rerun: no status widget, no stale elements."""
+    page.wait_for_function(
+        """() => !document.querySelector('[data-testid="stStatusWidget"]')
+              && !document.querySelector('[data-stale="true"]')""",
+        polling=200,
+    )
+
+
+def _click(page, name: str) -> None:
+    _settled(page)
+    page.get_by_role("button", name=name, exact=True).click()
+
+
+def _choose(page, label: str, option_prefix: str) -> None:
+    """Pick an option of the Streamlit selectbox labelled ``label`` (an ARIA combobox)."""
+    _settled(page)
+    box = page.get_by_role("combobox", name=label, exact=True)
+    box.click()
+    box.fill(option_prefix)  # the combobox filters its options by what is typed
+    page.get_by_role("option", name=re.compile("^" + re.escape(option_prefix))).first.click()
+    expect(box).to_have_value(re.compile("^" + re.escape(option_prefix)))
+
+
+def _plan_json(page) -> dict:
+    expander = page.get_by_text("Import / plan as JSON")
+    code = page.locator('[data-testid="stCode"]').last
+    if not code.is_visible():
+        expander.click()
+    code.wait_for()
+    return json.loads(code.inner_text())
+
+
+def _wait_for_plan(page, check, timeout_s: float = 60) -> dict:
+    """The plan JSON once ``check(plan)`` holds: a rerun replaces stale elements one by one."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        plan = _plan_json(page)
+        if check(plan) or time.monotonic() > deadline:
+            return plan
+        page.wait_for_timeout(250)
+
+
+def test_expand_add_dependency_refuse_cycle_and_undo_in_a_real_browser(browser, ui_server):
+    page = browser.new_page(viewport={"width": 1500, "height": 1300})
+    page.set_default_timeout(60_000)
+    page.goto(ui_server.url)
+    page.get_by_label("Task").fill(TASK)
+    _click(page, "Start from a one-node plan")
+    page.locator('[data-testid="stVegaLiteChart"]').first.wait_for()
+
+    _click(page, "Expand with planner")
+    page.get_by_text(re.compile(r"expand root(: done|: the planner)")).wait_for(timeout=240_000)
+    children = _plan_json(page)["root"]["children"]
+    assert 2 <= len(children) <= 6, "the bundled model's split of the shipped task was unusable"
+    first, second = children[0]["id"], children[1]["id"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    _settled(page)
+    page.screenshot(path=str(ARTIFACTS / "browser-plan-expanded.png"), full_page=True)
+
+    _choose(page, "Node", f"{second}:")
+    _click(page, "Add dependency…")
+    _choose(page, f"{second} uses the output of", f"{first}:")
+    _click(page, "Add edge")
+    # Streamlit's markdown draws "<-" as an arrow.
+    page.get_by_text(re.compile(rf"add dependency {second} (<-|←) {first}: done")).wait_for()
+    plan = _wait_for_plan(page, lambda p: first in p["root"]["children"][1]["depends_on"])
+    assert first in plan["root"]["children"][1]["depends_on"]
+
+    _choose(page, "Node", f"{first}:")
+    _click(page, "Add dependency…")
+    _choose(page, f"{first} uses the output of", f"{second}:")
+    _click(page, "Add edge")
+    refusal = page.get_by_text(re.compile("dependency cycle"))
+    refusal.wait_for()
+    assert first in refusal.inner_text() and second in refusal.inner_text()
+    _settled(page)
+    refusal.scroll_into_view_if_needed()  # the refusal sits right above the plan graph
+    page.screenshot(path=str(ARTIFACTS / "browser-plan-cycle-refused.png"), full_page=True)
+    assert _plan_json(page)["root"]["children"][0]["depends_on"] == []
+
+    _click(page, "Undo")
+    page.get_by_text("Undone.").wait_for()
+    plan = _wait_for_plan(page, lambda p: p["root"]["children"][1]["depends_on"] == [])
+    assert plan["root"]["children"][1]["depends_on"] == []
+    page.close()
