@@ -402,8 +402,27 @@ def copies_example(subtasks: list[dict[str, Any]], examples: Sequence[dict[str, 
     return False
 
 
-def _copies_example(subtasks: list[dict[str, Any]]) -> bool:
-    return copies_example(subtasks, worked_examples())
+def copy_stops(examples: Sequence[dict[str, Any]]) -> list[str]:
+    """Stop strings that end an answer as soon as it starts copying a worked example.
+
+    The bundled model, at its first attempt, copies (or nearly copies) an example's answer
+    about every time. Each string is an example's first title followed by the first word of its
+    instruction, as the JSON grammar writes them; generation stops after a few dozen tokens
+    instead of a few hundred, and ``call_planner`` reports the attempt as a copy.
+    """
+    stops = []
+    for example in examples:
+        first = example["answer"]["subtasks"][0]
+        stops.append(f'{first["title"]}", "instruction": "{first["instruction"].split()[0]}')
+    return stops[:4]
+
+
+_CUT_AT_TITLE = re.compile(r'"title"\s*:\s*"$')
+
+
+def stopped_at_title(text: str) -> bool:
+    """True when ``text`` ends just inside a title: where a ``copy_stops`` string cuts it."""
+    return _CUT_AT_TITLE.search(text.rstrip()) is not None
 
 
 def clip_task(task: str) -> tuple[str, list[str]]:
@@ -475,6 +494,7 @@ def call_planner(
     schema: dict[str, Any] = PLAN_SCHEMA,
     temperatures: Sequence[float] = PLANNER_TEMPERATURES,
     max_tokens: int = PLANNER_MAX_TOKENS,
+    stop: Sequence[str] = (),
 ) -> PlannerOutcome[T]:
     """Ask, parse, and ask again at the next temperature when the answer is unusable.
 
@@ -488,9 +508,13 @@ def call_planner(
             temperature=temperature,
             max_tokens=max_tokens,
             seed=None if seed is None else seed + attempt,
+            stop=list(stop),
         )
         completion = backend.complete(messages, config, json_schema=schema)
         calls.append(completion)
+        if stop and completion.finish_reason != "length" and stopped_at_title(completion.text):
+            failures.append(f"attempt {attempt + 1}: the model began copying a worked example")
+            continue
         try:
             value, repairs = parse(completion.text)
         except (UnusablePlan, ArborError) as exc:
@@ -529,7 +553,12 @@ def _decompose(
         return build_plan(task, subtasks, model), repairs
 
     outcome = call_planner(
-        backend, planner_messages(prompt_task), parse, seed=seed, temperatures=temperatures
+        backend,
+        planner_messages(prompt_task),
+        parse,
+        seed=seed,
+        temperatures=temperatures,
+        stop=copy_stops(examples),
     )
     if outcome.value is not None:
         return DecomposeResult(plan=outcome.value, notes=notes + outcome.notes, calls=outcome.calls)

@@ -19,6 +19,7 @@ from engine.decompose import (
     call_planner,
     clip_task,
     copies_example,
+    copy_stops,
     make_nodes,
     parse_subtasks,
     worked_example_turns,
@@ -198,6 +199,7 @@ def _split(
         parse,
         seed=seed,
         temperatures=temperatures,
+        stop=copy_stops(examples),
     )
     if outcome.value is None:
         return ExpandResult(

@@ -32,6 +32,11 @@ class GenerationConfig(BaseModel):
         256, ge=1, le=8192, description="Most tokens the node may generate in one call."
     )
     seed: int | None = Field(None, description="Sampling seed; None lets the backend choose.")
+    stop: list[str] = Field(
+        default_factory=list,
+        max_length=4,
+        description="Generation ends when one of these strings appears (it is not returned).",
+    )
 
 
 class ModelRef(BaseModel):

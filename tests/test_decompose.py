@@ -15,8 +15,10 @@ from engine.decompose import (
     PLAN_SCHEMA,
     UnusablePlan,
     build_plan,
+    copy_stops,
     decompose,
     parse_subtasks,
+    stopped_at_title,
     worked_examples,
 )
 from engine.errors import ModelUnavailable
@@ -363,3 +365,19 @@ def test_output_copying_a_worked_example_is_retried_then_falls_back():
     result = decompose("Write a poem about the sea", backend=planner)
     assert result.fallback
     assert "copied the prompt's worked example" in result.notes[-1]
+
+
+def test_an_answer_that_starts_copying_a_worked_example_is_stopped_early_and_retried():
+    stops = copy_stops(worked_examples())
+    first = worked_examples()[0]["answer"]["subtasks"][0]
+    assert stops[0] == f'{first["title"]}", "instruction": "{first["instruction"].split()[0]}'
+    planner = ScriptedPlanner('{"subtasks": [{"title": "', _text(_sub("A"), _sub("B", [1])))
+    result = decompose("Plan a garden", backend=planner)
+    assert not result.fallback
+    assert all(config.stop == stops for _, config, _ in planner.requests)
+    assert "attempt 1: the model began copying a worked example" in result.notes[0]
+
+
+def test_stopped_at_title_recognises_only_a_cut_just_inside_a_title():
+    assert stopped_at_title('{"subtasks": [{"title": "A", "instruction": "x"}, {"title": "')
+    assert not stopped_at_title('{"subtasks": [{"title": "A", "instruction": "')

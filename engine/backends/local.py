@@ -124,6 +124,8 @@ class LocalBackend(Backend):
         }
         if config.seed is not None:
             kwargs["seed"] = config.seed
+        if config.stop:
+            kwargs["stop"] = list(config.stop)
         if json_schema is not None:
             kwargs["response_format"] = {"type": "json_object", "schema": json_schema}
         with model.lock:

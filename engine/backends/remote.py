@@ -147,6 +147,8 @@ class RemoteBackend(Backend):
         }
         if config.seed is not None:
             kwargs["seed"] = config.seed
+        if config.stop:
+            kwargs["stop"] = list(config.stop)
         if json_schema is not None:
             kwargs["response_format"] = {
                 "type": "json_schema",
