@@ -12,7 +12,7 @@ import random
 from collections.abc import Sequence
 
 from engine.backends import Backend, backend_for
-from engine.decompose import DecomposeResult, decompose
+from engine.decompose import DecomposeResult, comparable, decompose
 from engine.errors import PlanError
 from engine.expand import ExpandResult, child_ids, replace_children, replan_subtree, subtree_ids
 from engine.plan import ModelRef, Node, Plan
@@ -25,7 +25,7 @@ SEED_STRIDE = 1000
 
 
 def _signature(plan: Plan, node_id: str) -> tuple[str, ...]:
-    return tuple(" ".join(c.title.casefold().split()) for c in plan.node(node_id).children)
+    return tuple(comparable(c.title) for c in plan.node(node_id).children)
 
 
 def sample_alternatives(
@@ -120,7 +120,7 @@ def merge_alternatives(
     for (source_plan, node_id), new_id in zip(picks, top_ids, strict=True):
         source = id(source_plan)
         node = renumber(source_plan.node(node_id).model_copy(deep=True), new_id, source)
-        key = " ".join(node.title.casefold().split())
+        key = comparable(node.title)
         used_titles[key] = used_titles.get(key, 0) + 1
         if used_titles[key] > 1:
             node.title = f"{node.title} ({used_titles[key]})"

@@ -12,7 +12,6 @@ The pieces here (schema, parsing, the call-and-retry loop) are shared by ``engin
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import re
@@ -23,7 +22,7 @@ from typing import Any, Generic, TypeVar
 from engine.backends import Backend, ChatMessage, Completion, backend_for
 from engine.errors import ArborError
 from engine.plan import GenerationConfig, ModelRef, Node, Plan, single_node_plan
-from engine.prompts import PROMPTS_DIR, as_user_turn, fill, load_prompt
+from engine.prompts import as_user_turn, fill, load_json_asset, load_prompt
 
 MIN_SUBTASKS = 2
 MAX_SUBTASKS = 6
@@ -342,18 +341,9 @@ def parse_subtasks(
 # -- prompts ------------------------------------------------------------------------------------
 
 
-@functools.cache
-def _load_json_asset(name: str) -> Any:
-    return json.loads((PROMPTS_DIR / name).read_text(encoding="utf-8"))
-
-
 def worked_examples() -> list[dict[str, Any]]:
     """The planner's worked examples: ``[{"task": ..., "answer": {"subtasks": [...]}}]``."""
-    return _load_json_asset("decompose_examples.json")
-
-
-def worked_example() -> dict[str, Any]:
-    return worked_examples()[0]
+    return load_json_asset("decompose_examples.json")
 
 
 def example_exchange(rules: str, request: str, answer: Any) -> list[ChatMessage]:

@@ -9,7 +9,6 @@ and is reported; the analyst's own ratings are never overwritten unless asked.
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -27,7 +26,7 @@ from engine.decompose import (
     example_exchange,
 )
 from engine.plan import ModelRef, Node, Plan
-from engine.prompts import PROMPTS_DIR, fill, load_prompt
+from engine.prompts import fill, load_json_asset, load_prompt
 
 #: Steps rated in one call; more makes the answer long and the small model loses count.
 RATE_BATCH = 8
@@ -54,9 +53,8 @@ def ratings_schema(count: int) -> dict[str, Any]:
     }
 
 
-@functools.cache
 def _example() -> dict[str, Any]:
-    return json.loads((PROMPTS_DIR / "difficulty_example.json").read_text(encoding="utf-8"))
+    return load_json_asset("difficulty_example.json")
 
 
 def _steps_text(steps: Sequence[tuple[str, str]]) -> str:

@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from engine.backends import Backend, ChatMessage, Completion, backend_for
+from engine.backends import Backend, ChatMessage, backend_for
 from engine.decompose import (
     PLANNER_TEMPERATURES,
+    DecomposeResult,
     UnusablePlan,
     call_planner,
     clip_task,
@@ -33,21 +34,15 @@ CONTEXT_CHARS = 300
 
 
 @dataclass
-class ExpandResult:
-    """The plan after an expand or re-plan, and the story of how it was made."""
+class ExpandResult(DecomposeResult):
+    """The plan after an expand or re-plan, and the story of how it was made.
 
-    plan: Plan
-    #: Repairs made to the model's output, edges dropped, or why nothing changed.
-    notes: list[str] = field(default_factory=list)
-    #: True when the planner's output was unusable and ``plan`` is the input plan, unchanged.
-    fallback: bool = False
-    calls: list[Completion] = field(default_factory=list)
+    ``fallback`` here means the planner's output was unusable and ``plan`` is the input plan,
+    unchanged; ``notes`` also lists dependency edges dropped by a re-plan.
+    """
+
     #: Ids of the nodes the planner added, in order.
     new_ids: list[str] = field(default_factory=list)
-
-    @property
-    def attempts(self) -> int:
-        return len(self.calls)
 
 
 # -- ids and tree surgery shared with engine.alternatives ------------------------------------

@@ -8,8 +8,10 @@ rendered by ``engine.templates`` before it is put into the prompt.
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 from string import Template
+from typing import Any
 
 from engine.backends.base import ChatMessage
 from engine.plan import Node, Plan
@@ -23,6 +25,12 @@ MAX_UPSTREAM_CHARS = 2000
 @functools.cache
 def load_prompt(name: str) -> str:
     return (PROMPTS_DIR / f"{name}.md").read_text(encoding="utf-8").strip()
+
+
+@functools.cache
+def load_json_asset(name: str) -> Any:
+    """A JSON file of ``assets/prompts/`` (worked examples), read once."""
+    return json.loads((PROMPTS_DIR / name).read_text(encoding="utf-8"))
 
 
 def fill(name: str, **values: str) -> str:
