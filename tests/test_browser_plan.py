@@ -41,10 +41,19 @@ def _choose(page, label: str, option_prefix: str) -> None:
 
 
 def _plan_json(page) -> dict:
-    expander = page.get_by_text("Import / plan as JSON")
-    code = page.locator('[data-testid="stCode"]').last
-    if not code.is_visible():
-        expander.click()
+    """The plan as the UI shows it in the "Import / plan as JSON" expander.
+
+    Whether the expander is open is read from its ``<details open>`` attribute rather than
+    from the code block's visibility: during a rerun the block is briefly hidden, and a
+    click then would close an open expander (the CI failure of stop 8).
+    """
+    _settled(page)
+    details = page.locator('[data-testid="stExpander"] details').filter(
+        has=page.get_by_text("Import / plan as JSON")
+    )
+    if details.get_attribute("open") is None:
+        details.locator("summary").click()
+    code = details.locator('[data-testid="stCode"]').last
     code.wait_for()
     return json.loads(code.inner_text())
 
