@@ -32,6 +32,14 @@ class ModelCallFailed(ArborError):
     """A model was reachable but the call failed (bad request, server error after retries)."""
 
 
+class CallCancelled(ArborError):
+    """A model call was stopped because its run was cancelled; ``partial`` is what came back."""
+
+    def __init__(self, message: str, partial: str = ""):
+        self.partial = partial
+        super().__init__(message)
+
+
 class DecomposeError(ArborError):
     """The planner model's output could not be turned into a plan."""
 

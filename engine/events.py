@@ -19,6 +19,10 @@ class RunStarted:
     plan_json: str
     caps_json: str
     started_at: datetime
+    #: The interrupted run this one resumes (its finished calls are reused), if any.
+    resumed_from: str | None = None
+    #: Process running the plan; a run left "running" by a dead process was interrupted.
+    pid: int | None = None
 
 
 @dataclass(frozen=True)
@@ -41,10 +45,26 @@ class ModelCallFinished:
     input_tokens: int
     output_tokens: int
     latency_s: float
-    status: str  # "ok" | "error"
+    status: str  # "ok" | "error" | "cancelled"
     error: str | None
     started_at: datetime
     finished_at: datetime
+    sample_index: int = 0
+    seed: int | None = None
+    #: Identity of the call (rendered prompt, model, parameters, seed, sample index); a later run
+    #: with the same key reuses this call's output instead of calling the model.
+    cache_key: str | None = None
+    cost_usd: float = 0.0
+    finish_reason: str | None = None  # "stop" | "length" | None
+
+
+@dataclass(frozen=True)
+class NodeProgress:
+    """Text a running node has streamed so far; emitted a few times a second, never traced."""
+
+    run_id: str
+    node_id: str
+    text: str
 
 
 @dataclass(frozen=True)
@@ -52,13 +72,17 @@ class NodeFinished:
     run_id: str
     node_id: str
     title: str
-    status: str  # "done" | "failed" | "blocked" | "skipped"
+    status: str  # "done" | "failed" | "blocked" | "skipped" | "cancelled"
     output: str
     error: str | None
     input_tokens: int
     output_tokens: int
     started_at: datetime | None
     finished_at: datetime
+    model: str | None = None
+    #: Run whose cached calls gave this node its output (no model was called), if any.
+    reused_from: str | None = None
+    cost_usd: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -70,9 +94,11 @@ class RunFinished:
     input_tokens: int
     output_tokens: int
     finished_at: datetime
+    cost_usd: float = 0.0
+    reused_nodes: tuple[str, ...] = ()
 
 
-Event = RunStarted | NodeStarted | ModelCallFinished | NodeFinished | RunFinished
+Event = RunStarted | NodeStarted | ModelCallFinished | NodeProgress | NodeFinished | RunFinished
 
 
 class Listener(Protocol):

@@ -6,7 +6,9 @@ adding one module here that subclasses ``Backend``.
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
@@ -41,11 +43,29 @@ class Completion:
     finish_reason: str | None = None
 
 
+#: Called with each piece of text as it is generated (streaming).
+TokenCallback = Callable[[str], None]
+
+
 class Backend(ABC):
-    """A model that can answer chat messages. Implementations must be safe to call from threads."""
+    """A model that can answer chat messages. Implementations must be safe to call from threads.
+
+    Besides answering, a backend tells the executor how calls to it may overlap
+    (``resource_key`` and ``max_concurrent``) and what its tokens cost (``price_*_per_m``).
+    """
 
     #: Human-readable model name recorded in traces.
     label: str
+    #: Calls sharing a resource key share ``max_concurrent`` slots: one loaded GGUF file serves
+    #: one call at a time; an endpoint serves up to its configured limit.
+    max_concurrent: int = 1
+    #: US dollars per million input / output tokens (0 for local models).
+    price_in_per_m: float = 0.0
+    price_out_per_m: float = 0.0
+
+    @property
+    def resource_key(self) -> str:
+        return self.label
 
     @abstractmethod
     def complete(
@@ -54,8 +74,38 @@ class Backend(ABC):
         config: GenerationConfig,
         *,
         json_schema: dict[str, Any] | None = None,
+        on_token: TokenCallback | None = None,
+        cancel: threading.Event | None = None,
     ) -> Completion:
-        """Answer ``messages``; with ``json_schema`` the output must be JSON matching it."""
+        """Answer ``messages``; with ``json_schema`` the output must be JSON matching it.
+
+        ``on_token`` receives text as it streams in. When ``cancel`` is set the call stops
+        promptly and raises ``CallCancelled`` carrying the partial text.
+        """
+
+    def complete_samples(
+        self,
+        messages: list[ChatMessage],
+        config: GenerationConfig,
+        seeds: list[int | None],
+        *,
+        cancel: threading.Event | None = None,
+    ) -> list[Completion]:
+        """One completion per seed for the same prompt (best-of-N, votes).
+
+        The default makes the calls one after another; backends that can share the prompt's
+        work across samples (a KV prefix, a batched decode) override it.
+        """
+        return [
+            self.complete(messages, config.model_copy(update={"seed": seed}), cancel=cancel)
+            for seed in seeds
+        ]
+
+    def cost(self, usage: Usage) -> float:
+        """Dollars a call with ``usage`` costs at this backend's prices."""
+        return (
+            usage.input_tokens * self.price_in_per_m + usage.output_tokens * self.price_out_per_m
+        ) / 1_000_000
 
     def count_tokens(self, text: str) -> int:
         """Estimate of tokens in ``text``; backends with a tokenizer override it."""
