@@ -22,6 +22,7 @@ pages = st.navigation(
     [
         st.Page(APP_DIR / "workbench.py", title="Workbench", icon="🛠️", default=True),
         st.Page(APP_DIR / "sessions_page.py", title="Sessions", icon="🗂️"),
+        st.Page(APP_DIR / "models_page.py", title="Models", icon="🧠"),
     ]
 )
 pages.run()

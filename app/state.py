@@ -7,6 +7,7 @@ import os
 import streamlit as st
 
 from app.jobs import JobManager
+from engine.registry import Registry
 from storage.sessions import ArborSession
 from storage.workspace import Workspace
 
@@ -19,6 +20,15 @@ def _workspace(data_dir: str | None) -> Workspace:
 def workspace() -> Workspace:
     """The data directory named by ARBOR_DATA_DIR (read per call so tests can point elsewhere)."""
     return _workspace(os.environ.get("ARBOR_DATA_DIR"))
+
+
+def registry() -> Registry:
+    """The model registry in the workspace (``models.json``), read afresh on each call.
+
+    Not cached: the CLI may change the file while the UI runs. Raises ``RegistryError`` when the
+    file is corrupt (it is left untouched).
+    """
+    return Registry.in_data_dir(workspace().root)
 
 
 @st.cache_resource

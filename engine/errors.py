@@ -54,3 +54,7 @@ class SessionError(ArborError):
 
 class TraceStoreError(ArborError):
     """The trace store could not be opened or written."""
+
+
+class RegistryError(ArborError):
+    """The model registry refused a change or its file is corrupt (the file is left as it is)."""
