@@ -11,6 +11,7 @@ test:
 	.venv/bin/ruff check .
 	.venv/bin/python -m pytest
 
+# Every script in bench/ prints its own side-by-side ratios; one at a time (they share 2 cores).
 bench:
 	bash scripts/install.sh --test
-	.venv/bin/python bench/tokens_per_s.py
+	set -e; for script in bench/*.py; do echo "== $$script"; .venv/bin/python $$script; done

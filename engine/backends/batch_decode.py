@@ -1,0 +1,331 @@
+"""Token generation on llama.cpp's low-level API: one prompt, N sequences decoded as one batch.
+
+llama-cpp-python's high-level ``Llama`` runs one sequence at a time, so best-of-N through it pays
+N decode passes per generated position (and, without a warm KV cache, the prompt N times). Here
+the prompt is decoded once into sequence 0, its KV cells are shared with sequences 1..N-1
+(``llama_memory_seq_cp`` on a unified KV cache adds sequence ids to the same cells, no copy),
+and every step decodes one token of each live sequence in a single ``llama_decode``. Each
+sequence has its own sampler chain (own seed), stop strings, end-of-generation check and token
+cap. On a 2-core machine that is about 42 / 71 / 96 / 116 tokens/s in aggregate for
+N = 1 / 2 / 4 / 8; ``bench/best_of_n.py`` measures best-of-8 end to end.
+
+N = 1 is the single-call path too: ``LocalBackend.complete`` uses it for streaming and for
+cancellation between tokens, and the prompt is decoded in small chunks so that a cancel lands
+within a fraction of a second even during a long prompt.
+
+The sampler chain matches ``Llama.create_chat_completion``'s defaults (grammar, top-k 40,
+top-p, min-p 0.05, temperature, then a seeded draw; greedy at temperature 0), so one sequence
+here produces the same text as llama-cpp-python for the same prompt and seed.
+
+Callers must hold the model's lock: a ``llama_context`` is not thread-safe.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import llama_cpp
+import llama_cpp._internals as llama_internals
+import numpy as np
+
+from engine.errors import CallCancelled, ModelCallFailed
+
+#: Prompt tokens per ``llama_decode`` while prefilling. About 0.3 s of work here (prompt
+#: processing runs near 400 tokens/s), which bounds how late a cancel can land.
+PREFILL_CHUNK = 128
+#: llama-cpp-python's defaults for ``create_chat_completion``; kept so outputs match it.
+TOP_K = 40
+MIN_P = 0.05
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class SampleParams:
+    """How one sequence picks its tokens."""
+
+    temperature: float
+    top_p: float
+    #: None draws a fresh random seed (llama.cpp's ``LLAMA_DEFAULT_SEED``).
+    seed: int | None
+
+
+@dataclass(frozen=True)
+class SequenceOutput:
+    """One finished sequence: its text (stop string cut off), token count and why it ended."""
+
+    text: str
+    #: Generated tokens counted the way llama-cpp-python counts them: the end-of-generation
+    #: token is not counted, the token that completed a stop string is.
+    completion_tokens: int
+    finish_reason: FinishReason
+
+
+def enable_parallel_sequences(llama: Any, n_seq_max: int) -> None:
+    """Give ``llama`` a context that can hold ``n_seq_max`` sequences in one unified KV cache.
+
+    ``Llama`` creates its context with one sequence and no way to ask for more (only
+    embedding mode sets ``n_seq_max``), so the context is rebuilt with the same parameters
+    plus ``n_seq_max`` and ``kv_unified``. Unified means the sequences share the ``n_ctx``
+    cells, so a shared prompt is stored once; it does not slow single-sequence decoding.
+    """
+    params = llama.context_params
+    if params.n_seq_max >= n_seq_max and params.kv_unified:
+        return
+    params.n_seq_max = n_seq_max
+    params.kv_unified = True
+    old = llama._ctx
+    # Build the new one first: if llama.cpp refuses, the model keeps its working context.
+    llama._ctx = llama_internals.LlamaContext(model=llama._model, params=params, verbose=False)
+    old.close()
+    llama.n_tokens = 0
+    llama._requires_eval = True
+
+
+def max_sequences(llama: Any) -> int:
+    """How many sequences one batch may decode in ``llama``'s context."""
+    return int(llama.context_params.n_seq_max)
+
+
+class _Batch:
+    """A ``llama_batch`` owned by Python: filled token by token, freed on ``close``."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.raw = llama_cpp.llama_batch_init(capacity, 0, 1)
+        self.raw.n_tokens = 0
+
+    def clear(self) -> None:
+        self.raw.n_tokens = 0
+
+    def add(self, token: int, pos: int, seq_id: int, logits: bool) -> int:
+        """Append one token; returns its index in the batch (where its logits will be)."""
+        index = self.raw.n_tokens
+        raw = self.raw
+        raw.token[index] = token
+        raw.pos[index] = pos
+        raw.n_seq_id[index] = 1
+        raw.seq_id[index][0] = seq_id
+        raw.logits[index] = logits
+        raw.n_tokens = index + 1
+        return index
+
+    def close(self) -> None:
+        llama_cpp.llama_batch_free(self.raw)
+
+
+def _sampler_chain(vocab: Any, params: SampleParams, grammar: str | None) -> Any:
+    """The chain ``Llama._init_sampler`` builds for these settings (no-op stages left out)."""
+    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+    if grammar is not None:
+        grammar_sampler = llama_cpp.llama_sampler_init_grammar(
+            vocab, grammar.encode("utf-8"), b"root"
+        )
+        if not grammar_sampler:
+            llama_cpp.llama_sampler_free(chain)
+            raise ModelCallFailed("llama.cpp refused the grammar built from the JSON schema.")
+        llama_cpp.llama_sampler_chain_add(chain, grammar_sampler)
+    if params.temperature <= 0.0:
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+        return chain
+    seed = llama_cpp.LLAMA_DEFAULT_SEED if params.seed is None else params.seed & 0xFFFFFFFF
+    for stage in (
+        llama_cpp.llama_sampler_init_top_k(TOP_K),
+        llama_cpp.llama_sampler_init_top_p(params.top_p, 1),
+        llama_cpp.llama_sampler_init_min_p(MIN_P, 1),
+        llama_cpp.llama_sampler_init_temp(params.temperature),
+        llama_cpp.llama_sampler_init_dist(seed),
+    ):
+        llama_cpp.llama_sampler_chain_add(chain, stage)
+    return chain
+
+
+class _Sequence:
+    """Text bookkeeping of one sequence: UTF-8 assembly, stop strings, streaming hold-back."""
+
+    def __init__(self, stop: Sequence[str], on_text: Callable[[str], None] | None):
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
+        self.stop = [s for s in stop if s]
+        self.longest_stop = max((len(s) for s in self.stop), default=0)
+        self.on_text = on_text
+        self.text = ""
+        self.emitted = 0
+        self.tokens = 0
+        self.finish: FinishReason | None = None
+
+    def add_piece(self, piece: bytes) -> None:
+        """Append a token's bytes; ends the sequence when a stop string appears."""
+        self.tokens += 1
+        before = len(self.text)
+        self.text += self.decoder.decode(piece)
+        if self.stop and len(self.text) > before:
+            # Only the tail can hold a stop string that was not there before.
+            start = max(0, before - self.longest_stop + 1)
+            hits = [i for i in (self.text.find(s, start) for s in self.stop) if i >= 0]
+            if hits:
+                self.text = self.text[: min(hits)]
+                self.finish = "stop"
+        self._emit(final=self.finish is not None)
+
+    def finish_text(self) -> None:
+        """Stream whatever was held back, now that nothing more can arrive."""
+        if self.finish != "stop":
+            self.text += self.decoder.decode(b"", final=True)
+        self._emit(final=True)
+
+    def _emit(self, *, final: bool) -> None:
+        if self.on_text is None:
+            return
+        end = len(self.text)
+        if not final:
+            # Hold back a tail that could still grow into a stop string.
+            for stop in self.stop:
+                for k in range(len(stop) - 1, 0, -1):
+                    if self.text.endswith(stop[:k]):
+                        end = min(end, len(self.text) - k)
+                        break
+        if end > self.emitted:
+            piece = self.text[self.emitted : end]
+            self.emitted = end
+            self.on_text(piece)
+
+
+def _piece(vocab: Any, token: int, buffer: ctypes.Array[ctypes.c_char]) -> bytes:
+    n = llama_cpp.llama_token_to_piece(vocab, token, buffer, len(buffer), 0, False)
+    if n < 0:  # buffer too small: llama.cpp says how much it needs
+        buffer = ctypes.create_string_buffer(-n)
+        n = llama_cpp.llama_token_to_piece(vocab, token, buffer, len(buffer), 0, False)
+    return buffer.raw[:n]
+
+
+def _decode(ctx: Any, batch: _Batch) -> None:
+    code = llama_cpp.llama_decode(ctx, batch.raw)
+    if code != 0:
+        # 1: no KV slot for the batch (context too small); <0: llama.cpp error.
+        raise ModelCallFailed(
+            f"llama_decode failed with code {code} (batch of {batch.raw.n_tokens})"
+        )
+
+
+def _reusable_prefix(llama: Any, prompt: Sequence[int]) -> int:
+    """Prompt tokens still in sequence 0's KV cells that this call may keep.
+
+    Only whole ``PREFILL_CHUNK``-aligned chunks count. llama.cpp's numbers depend slightly on
+    how tokens were batched (re-decoding one token gives logits a hair off those of the same
+    token decoded in a chunk), and at temperature > 0 a hair can change the draw. Reusing
+    exactly the chunks a fresh call would have decoded keeps a seed's output the same whether
+    or not an earlier call left its prompt behind.
+    """
+    n = min(int(llama.n_tokens), len(prompt))
+    mismatch = np.flatnonzero(llama.input_ids[:n] != np.asarray(prompt[:n], dtype=np.intc))
+    if mismatch.size:
+        n = int(mismatch[0])
+    n = min(n, len(prompt) - 1)  # the last prompt token's logits start the generation
+    return n - n % PREFILL_CHUNK
+
+
+def _check_cancel(cancel: threading.Event | None, first: _Sequence, where: str) -> None:
+    if cancel is not None and cancel.is_set():
+        raise CallCancelled(f"Generation cancelled {where}.", first.text)
+
+
+def decode(
+    llama: Any,
+    prompt: Sequence[int],
+    params: Sequence[SampleParams],
+    *,
+    max_tokens: int,
+    stop: Sequence[str] = (),
+    grammar: str | None = None,
+    cancel: threading.Event | None = None,
+    on_text: Callable[[str], None] | None = None,
+) -> list[SequenceOutput]:
+    """Generate ``len(params)`` continuations of ``prompt`` together; one output per entry.
+
+    The prompt is decoded once (minus any prefix still cached in sequence 0 from the previous
+    call). ``on_text`` streams sequence 0's text, holding back anything that could be the start
+    of a stop string. ``cancel`` is checked between prompt chunks and between tokens; when set,
+    ``CallCancelled`` carries sequence 0's text so far. The caller must have made room:
+    ``len(prompt) + len(params) * max_tokens`` KV cells and ``len(params) <= max_sequences``.
+    Afterwards sequence 0 keeps the prompt's whole chunks (the next call with the same prefix
+    reuses them), the other sequences are gone, and ``llama``'s bookkeeping matches.
+    """
+    n_seq = len(params)
+    if n_seq < 1:
+        return []
+    if n_seq > max_sequences(llama):
+        raise ValueError(f"{n_seq} sequences, the context holds {max_sequences(llama)}")
+    if not prompt:
+        raise ModelCallFailed("The rendered prompt is empty.")
+    ctx = llama.ctx
+    vocab = llama._model.vocab
+    memory = llama_cpp.llama_get_memory(ctx)
+    n_prompt = len(prompt)
+    sequences = [_Sequence(stop, on_text if i == 0 else None) for i in range(n_seq)]
+    first = sequences[0]
+    samplers = [_sampler_chain(vocab, p, grammar) for p in params]
+    batch = _Batch(max(PREFILL_CHUNK, n_seq))
+    buffer = ctypes.create_string_buffer(64)
+    try:
+        # -- prompt: reuse what sequence 0 still holds, decode the rest in small chunks ------
+        reuse = _reusable_prefix(llama, prompt)
+        for seq_id in range(1, max_sequences(llama)):
+            llama_cpp.llama_memory_seq_rm(memory, seq_id, -1, -1)
+        llama_cpp.llama_memory_seq_rm(memory, 0, reuse, -1)
+        llama.n_tokens = reuse
+        llama._requires_eval = True  # the high-level API must not trust our logits
+        last_index = 0
+        for start in range(reuse, n_prompt, PREFILL_CHUNK):
+            _check_cancel(cancel, first, "while reading the prompt")
+            chunk = prompt[start : start + PREFILL_CHUNK]
+            batch.clear()
+            for offset, token in enumerate(chunk):
+                pos = start + offset
+                last_index = batch.add(token, pos, 0, pos == n_prompt - 1)
+            _decode(ctx, batch)
+            llama.input_ids[start : start + len(chunk)] = chunk
+            llama.n_tokens = start + len(chunk)
+        for seq_id in range(1, n_seq):
+            llama_cpp.llama_memory_seq_cp(memory, 0, seq_id, -1, -1)
+
+        # -- generation: every live sequence advances one token per llama_decode -------------
+        logits_index = [last_index] * n_seq
+        pos = n_prompt
+        while True:
+            batch.clear()
+            for seq_id, seq in enumerate(sequences):
+                if seq.finish is not None:
+                    continue
+                token = llama_cpp.llama_sampler_sample(samplers[seq_id], ctx, logits_index[seq_id])
+                if llama_cpp.llama_vocab_is_eog(vocab, token):
+                    seq.finish = "stop"
+                    continue
+                seq.add_piece(_piece(vocab, token, buffer))
+                if seq.finish is None and seq.tokens >= max_tokens:
+                    seq.finish = "length"
+                if seq.finish is None:
+                    logits_index[seq_id] = batch.add(token, pos, seq_id, True)
+            if batch.raw.n_tokens == 0:
+                break
+            _check_cancel(cancel, first, f"after {pos - n_prompt + 1} tokens")
+            _decode(ctx, batch)
+            pos += 1
+        for seq in sequences:
+            seq.finish_text()
+        return [SequenceOutput(s.text, s.tokens, s.finish or "length") for s in sequences]
+    finally:
+        batch.close()
+        for sampler in samplers:
+            llama_cpp.llama_sampler_free(sampler)
+        for seq_id in range(1, n_seq):
+            llama_cpp.llama_memory_seq_rm(memory, seq_id, -1, -1)
+        # Sequence 0 keeps the prompt's whole chunks for the next call (see _reusable_prefix);
+        # the rest, generated tokens included, goes.
+        keep = min(int(llama.n_tokens), n_prompt)
+        llama.n_tokens = keep - keep % PREFILL_CHUNK
+        llama_cpp.llama_memory_seq_rm(memory, 0, llama.n_tokens, -1)
