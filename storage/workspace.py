@@ -1,22 +1,29 @@
 """The data directory as one object: trace store, session store, and a traced run.
 
 The UI and ``run.py`` both go through here, so a run started from either is recorded the same
-way.
+way: events go to the trace store through a buffered ``TraceWriter`` as they happen, and the
+store answers the run's call-cache lookups, so a re-run (or a resumed run) reuses every call
+that was recorded before, even by a process that was killed.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from contextlib import suppress
 from pathlib import Path
 
+from engine import executor
+from engine.backends import backend_for
 from engine.budget import RunCaps
+from engine.errors import PlanError, RegistryError, TraceStoreError
 from engine.events import Listener
-from engine.executor import RunResult, execute_plan, new_run_id
+from engine.executor import RunResult, execute_plan
 from engine.plan import Plan
+from engine.registry import Registry
 from storage import paths
 from storage.sessions import SessionStore
-from storage.traces import TraceStore
+from storage.traces import TraceStore, TraceWriter, process_alive
 
 
 class Workspace:
@@ -37,20 +44,127 @@ class Workspace:
         listeners: Iterable[Listener] = (),
         run_id: str | None = None,
         cancel: threading.Event | None = None,
+        use_cache: bool = True,
+        rerun: Iterable[str] = (),
     ) -> RunResult:
         """Execute ``plan`` with every event written to the trace store as it happens.
 
         The run is traced under ``session_id``; if that session is saved, the run id is added
         to it before the run starts, so a run that crashes midway is still listed with it.
+        With ``use_cache`` (the default) a call recorded before with the same key (rendered
+        prompt, model, parameters, seed, sample index) is reused instead of made; ``rerun``
+        names nodes that run again, with everything downstream, regardless.
         """
-        run_id = run_id or new_run_id()
-        if session_id is not None and self.sessions.exists(session_id):
-            self.sessions.add_run(session_id, run_id)
-        return execute_plan(
+        return self._execute(
             plan,
             caps,
-            listeners=[self.traces, *listeners],
-            run_id=run_id,
             session_id=session_id,
+            listeners=listeners,
+            run_id=run_id,
             cancel=cancel,
+            use_cache=use_cache,
+            rerun=rerun,
+            resumed_from=None,
         )
+
+    def resume_run(
+        self,
+        run_id: str,
+        *,
+        listeners: Iterable[Listener] = (),
+        cancel: threading.Event | None = None,
+        new_run_id: str | None = None,
+    ) -> RunResult:
+        """Continue run ``run_id`` (interrupted, stopped, failed or cancelled) as a new run.
+
+        The stored plan and caps are executed again under the same session with the trace
+        store as call cache, so every call that finished before is reused and only the rest
+        runs. A run its process left ``running`` is marked ``interrupted`` first. Refused with
+        ``TraceStoreError`` if the run is unknown, completed, or still running in a live
+        process; ``PlanError`` if its stored plan no longer loads.
+        """
+        record = self.traces.run(run_id)
+        if record is None:
+            raise TraceStoreError(
+                f"No run {run_id!r} in the trace store {self.traces.path}; "
+                "`run.py runs` lists the recorded runs."
+            )
+        status = record["status"]
+        if status == "completed":
+            raise TraceStoreError(
+                f"Run {run_id!r} completed; there is nothing to resume. Run the plan again "
+                "(unchanged nodes are reused from the cache)."
+            )
+        if status == "running":
+            if process_alive(record.get("pid"), record["started_at"]):
+                raise TraceStoreError(
+                    f"Run {run_id!r} is still running in process {record.get('pid')}; "
+                    "cancel it or wait for it to finish before resuming."
+                )
+            self.traces.mark_interrupted([run_id])
+        if not record.get("plan_json"):
+            raise PlanError(f"Run {run_id!r} has no stored plan to resume.")
+        plan = Plan.from_json(record["plan_json"], source=f"run {run_id}")
+        caps = RunCaps.model_validate_json(record["caps_json"]) if record["caps_json"] else None
+        return self._execute(
+            plan,
+            caps,
+            session_id=record["session_id"],
+            listeners=listeners,
+            run_id=new_run_id,
+            cancel=cancel,
+            use_cache=True,
+            rerun=(),
+            resumed_from=run_id,
+        )
+
+    def _execute(
+        self,
+        plan: Plan,
+        caps: RunCaps | None,
+        *,
+        session_id: str | None,
+        listeners: Iterable[Listener],
+        run_id: str | None,
+        cancel: threading.Event | None,
+        use_cache: bool,
+        rerun: Iterable[str],
+        resumed_from: str | None,
+    ) -> RunResult:
+        run_id = run_id or executor.new_run_id()
+        if session_id is not None and self.sessions.exists(session_id):
+            self.sessions.add_run(session_id, run_id)
+        # Registry entries give backends their prices, concurrency and timeout. A registry file
+        # that cannot be read must not stop the run: defaults apply and the result says why.
+        registry_problem = None
+        try:
+            factory = Registry.in_data_dir(self.root).backend_for
+        except RegistryError as exc:
+            factory, registry_problem = backend_for, f"model registry ignored: {exc}"
+        writer = TraceWriter(self.traces)
+        try:
+            result = execute_plan(
+                plan,
+                caps,
+                backend_factory=factory,
+                listeners=[writer, *listeners],
+                run_id=run_id,
+                session_id=session_id,
+                cancel=cancel,
+                cache=self.traces if use_cache else None,
+                rerun=rerun,
+                resumed_from=resumed_from,
+            )
+        except BaseException:
+            with suppress(TraceStoreError):  # the run's own error is the one to raise
+                writer.close()
+            raise
+        if registry_problem is not None:
+            result.warnings.append(registry_problem)
+        try:
+            writer.close()
+        except TraceStoreError as exc:  # the run's result matters more; report it there
+            warning = f"TraceStoreError in TraceWriter: {exc}"
+            if warning not in result.warnings:
+                result.warnings.append(warning)
+        return result
