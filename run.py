@@ -7,6 +7,9 @@ python run.py expand FILE NODE    split a node of a plan file with the planner (
 python run.py rate FILE           rate the difficulty of a plan's unrated nodes
 python run.py export FILE         print a plan (JSON or YAML file) as JSON or YAML
 python run.py sessions            list saved sessions
+python run.py runs                recent runs (interrupted ones flagged)
+python run.py resume RUN_ID       continue an interrupted run, reusing its finished calls
+python run.py models              the model registry (list, add-local, add-remote, remove, test)
 """
 
 from __future__ import annotations
@@ -68,7 +71,6 @@ def _load_run_target(path: Path, workspace):
 
 def run_file(args: argparse.Namespace) -> int:
     from engine.budget import RunCaps
-    from engine.events import NodeFinished, NodeStarted
     from storage.workspace import Workspace
 
     workspace = Workspace()
@@ -86,17 +88,39 @@ def run_file(args: argparse.Namespace) -> int:
     caps = caps.model_copy(update=overrides)
     RunCaps.model_validate(caps.model_dump())
 
-    def progress(event: object) -> None:
-        if isinstance(event, NodeStarted):
-            print(f"  started  {event.node_id}: {event.title}", file=sys.stderr, flush=True)
-        elif isinstance(event, NodeFinished):
-            detail = f" ({event.error})" if event.error else ""
-            print(f"  {event.status:8} {event.node_id}{detail}", file=sys.stderr, flush=True)
+    result = workspace.run_plan(
+        plan,
+        caps,
+        session_id=session_id,
+        listeners=[print_progress],
+        use_cache=not args.no_cache,
+        rerun=args.rerun_from or (),
+    )
+    return report_run(result, workspace)
 
-    result = workspace.run_plan(plan, caps, session_id=session_id, listeners=[progress])
+
+def print_progress(event: object) -> None:
+    """A run listener that narrates node starts and ends on stderr."""
+    from engine.events import NodeFinished, NodeStarted
+
+    if isinstance(event, NodeStarted):
+        print(f"  started  {event.node_id}: {event.title}", file=sys.stderr, flush=True)
+    elif isinstance(event, NodeFinished):
+        detail = f" ({event.error})" if event.error else ""
+        if event.reused_from:
+            detail = f" (reused from {event.reused_from})"
+        print(f"  {event.status:8} {event.node_id}{detail}", file=sys.stderr, flush=True)
+
+
+def report_run(result, workspace) -> int:
+    """Print a finished run's summary and answer; the exit status says whether it completed."""
     print(f"run id: {result.run_id}")
     print(f"status: {result.status}" + (f" ({result.stop_reason})" if result.stop_reason else ""))
     print(f"tokens: {result.input_tokens} in, {result.output_tokens} out")
+    if result.cost_usd:
+        print(f"cost: ${result.cost_usd:.6f}")
+    print(f"executed: {', '.join(result.executed) or 'none'}")
+    print(f"reused: {', '.join(result.reused) or 'none'}")
     print(f"traces: {workspace.traces.path}")
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -188,6 +212,116 @@ def list_sessions(_: argparse.Namespace) -> int:
     return 0
 
 
+def _registry():
+    from engine.registry import Registry
+    from storage import paths
+
+    return Registry.in_data_dir(paths.data_dir())
+
+
+def list_models(_: argparse.Namespace) -> int:
+    registry = _registry()
+    print(f"registry: {registry.path}  (models folder: {registry.models_dir})")
+    for row in registry.rows():
+        facts = ", ".join(
+            str(part)
+            for part in (
+                row["architecture"],
+                row["quantisation"],
+                row["context"] and f"ctx {row['context']}",
+                row["size_mb"] and f"{row['size_mb']:,.0f} MB",
+                row["chat_format"] and f"chat {row['chat_format']}",
+                row["key_variable"] and f"key ${row['key_variable']}",
+            )
+            if part
+        )
+        prices = f"${row['price_in_per_m']:g}/${row['price_out_per_m']:g} per M"
+        print(
+            f"{row['name']:24} {row['kind']:10} {prices}  x{row['max_concurrent']}  "
+            f"{row['where']}" + (f"  [{facts}]" if facts else "")
+        )
+        if row["problem"]:
+            print(f"{'':24} problem: {row['problem']}")
+    return 0
+
+
+def add_local_model(args: argparse.Namespace) -> int:
+    settings = {"max_concurrent": args.max_concurrent} if args.max_concurrent else {}
+    entry = _registry().add_local(args.path, args.name, **settings)
+    print(f"added {entry.name!r}: {entry.path}")
+    return 0
+
+
+def add_remote_model(args: argparse.Namespace) -> int:
+    entry = _registry().add_remote(
+        args.name,
+        args.base_url,
+        args.model,
+        api_key_env=args.key_env,
+        price_in_per_m=args.price_in,
+        price_out_per_m=args.price_out,
+        max_concurrent=args.max_concurrent,
+        timeout_s=args.timeout,
+    )
+    print(f"added {entry.name!r}: {entry.target}")
+    return 0
+
+
+def remove_model(args: argparse.Namespace) -> int:
+    _registry().remove(args.name)
+    print(f"removed {args.name!r}")
+    return 0
+
+
+def test_models(args: argparse.Namespace) -> int:
+    from engine.registry import check_entry
+
+    registry = _registry()
+    entries = [registry.get(args.name)] if args.name else registry.entries()
+    failed = 0
+    for entry in entries:
+        check = check_entry(entry)
+        print(f"{entry.name}: {'ok' if check.ok else 'FAILED'}")
+        for step in check.steps:
+            mark = "ok  " if step.ok else "FAIL"
+            print(f"  {mark} {step.name} ({step.seconds:.2f} s): {step.detail}")
+        if not check.ok:
+            failed += 1
+            print(f"error: {check.summary()}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def list_runs(args: argparse.Namespace) -> int:
+    """Recent runs, newest first; a run whose process died mid-run is marked interrupted."""
+    from storage.workspace import Workspace
+
+    runs = Workspace().traces.runs(limit=args.limit)
+    if not runs:
+        print("no runs recorded yet", file=sys.stderr)
+        return 0
+    print(f"{'run id':30} {'status':11} {'nodes done':>10} {'tokens':>8} {'cost $':>9}  started")
+    for run in runs:
+        reused = f" ({run['nodes_reused']}r)" if run["nodes_reused"] else ""
+        tokens = (run["input_tokens"] or 0) + (run["output_tokens"] or 0)
+        started = run["started_at"].astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        hint = f"  <- run.py resume {run['run_id']}" if run["status"] == "interrupted" else ""
+        print(
+            f"{run['run_id']:30} {run['status']:11} {str(run['nodes_done']) + reused:>10} "
+            f"{tokens:>8} {run['cost_usd'] or 0:>9.4f}  {started}{hint}"
+        )
+    return 0
+
+
+def resume_run(args: argparse.Namespace) -> int:
+    """Continue a stopped run as a new run: recorded calls are reused, the rest run now."""
+    from storage.workspace import Workspace
+
+    workspace = Workspace()
+    print(f"resuming {args.run_id}", file=sys.stderr, flush=True)
+    result = workspace.resume_run(args.run_id, listeners=[print_progress])
+    return report_run(result, workspace)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="run.py", description="Arbor: plan, run, trace.")
     parser.add_argument("--host", default=os.environ.get("ARBOR_HOST", "127.0.0.1"))
@@ -200,6 +334,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--total-tokens", type=int)
     run.add_argument("--max-tokens-per-node", type=int)
     run.add_argument("--max-parallel", type=int)
+    run.add_argument(
+        "--no-cache", action="store_true", help="call every model again; reuse nothing recorded"
+    )
+    run.add_argument(
+        "--rerun-from",
+        action="append",
+        metavar="NODE",
+        help="run NODE and everything downstream again even if unchanged (repeatable)",
+    )
     run.set_defaults(handler=run_file)
 
     dec = commands.add_parser("decompose", help="split a task into a plan (JSON)")
@@ -231,6 +374,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     ses = commands.add_parser("sessions", help="list saved sessions")
     ses.set_defaults(handler=list_sessions)
+
+    rns = commands.add_parser("runs", help="list recent runs; flags interrupted ones")
+    rns.add_argument("--limit", type=int, default=20, help="how many runs (newest first)")
+    rns.set_defaults(handler=list_runs)
+
+    res = commands.add_parser("resume", help="continue an interrupted run, reusing finished calls")
+    res.add_argument("run_id", metavar="RUN_ID")
+    res.set_defaults(handler=resume_run)
+
+    mod = commands.add_parser("models", help="the model registry (default: list it)")
+    mod.set_defaults(handler=list_models)
+    models = mod.add_subparsers(dest="models_command")
+    models.add_parser("list", help="list registered and discovered models").set_defaults(
+        handler=list_models
+    )
+    loc = models.add_parser("add-local", help="register a local GGUF file")
+    loc.add_argument("path")
+    loc.add_argument("--name", help="default: the file name without .gguf")
+    loc.add_argument("--max-concurrent", type=int)
+    loc.set_defaults(handler=add_local_model)
+    rem = models.add_parser("add-remote", help="register an OpenAI-compatible endpoint")
+    rem.add_argument("--name", required=True)
+    rem.add_argument("--base-url", required=True, help="e.g. http://127.0.0.1:8000/v1")
+    rem.add_argument("--model", required=True, help="model name the endpoint serves")
+    rem.add_argument("--key-env", help="NAME of the environment variable holding the API key")
+    rem.add_argument("--price-in", type=float, default=0.0, help="USD per million input tokens")
+    rem.add_argument("--price-out", type=float, default=0.0, help="USD per million output tokens")
+    rem.add_argument("--max-concurrent", type=int, default=4)
+    rem.add_argument("--timeout", type=float, default=120.0, help="seconds per call")
+    rem.set_defaults(handler=add_remote_model)
+    rmv = models.add_parser("remove", help="remove a registered model")
+    rmv.add_argument("name")
+    rmv.set_defaults(handler=remove_model)
+    tst = models.add_parser("test", help="check models step by step (default: all)")
+    tst.add_argument("name", nargs="?")
+    tst.set_defaults(handler=test_models)
     return parser
 
 

@@ -9,12 +9,13 @@ thread-safe.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.budget import RunCaps
-from engine.events import Event, ModelCallFinished, NodeFinished, NodeStarted
+from engine.events import Event, ModelCallFinished, NodeFinished, NodeProgress, NodeStarted
 from engine.executor import RunResult, new_run_id
 from engine.plan import Plan
 from storage.workspace import Workspace
@@ -25,7 +26,11 @@ class RunJob:
     run_id: str
     node_titles: dict[str, str]
     node_status: dict[str, str] = field(default_factory=dict)
+    #: Text each running node has streamed so far (from ``NodeProgress``).
+    partial: dict[str, str] = field(default_factory=dict)
+    reused: set[str] = field(default_factory=set)
     tokens_used: int = 0
+    cost_usd: float = 0.0
     result: RunResult | None = None
     error: str | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -35,10 +40,16 @@ class RunJob:
         with self.lock:
             if isinstance(event, NodeStarted):
                 self.node_status[event.node_id] = "running"
+            elif isinstance(event, NodeProgress):
+                self.partial[event.node_id] = event.text
             elif isinstance(event, NodeFinished):
                 self.node_status[event.node_id] = event.status
+                self.partial.pop(event.node_id, None)
+                if event.reused_from is not None:
+                    self.reused.add(event.node_id)
             elif isinstance(event, ModelCallFinished):
                 self.tokens_used += event.input_tokens + event.output_tokens
+                self.cost_usd += event.cost_usd
 
     @property
     def done(self) -> bool:
@@ -50,7 +61,10 @@ class RunJob:
             return {
                 "run_id": self.run_id,
                 "status": dict(self.node_status),
+                "partial": dict(self.partial),
+                "reused": set(self.reused),
                 "tokens_used": self.tokens_used,
+                "cost_usd": self.cost_usd,
                 "result": self.result,
                 "error": self.error,
             }
@@ -65,8 +79,42 @@ class JobManager:
         self._lock = threading.Lock()
 
     def start(
-        self, workspace: Workspace, plan: Plan, caps: RunCaps, session_id: str | None
+        self,
+        workspace: Workspace,
+        plan: Plan,
+        caps: RunCaps,
+        session_id: str | None,
+        *,
+        use_cache: bool = True,
+        rerun: Iterable[str] = (),
     ) -> RunJob:
+        """Run ``plan`` in the background; cached calls are reused unless ``use_cache`` is off,
+        and the nodes in ``rerun`` run again with everything downstream of them."""
+        rerun = list(rerun)
+        return self._submit(
+            plan,
+            lambda job: workspace.run_plan(
+                plan,
+                caps,
+                session_id=session_id,
+                listeners=[job.on_event],
+                run_id=job.run_id,
+                cancel=job.cancel,
+                use_cache=use_cache,
+                rerun=rerun,
+            ),
+        )
+
+    def resume(self, workspace: Workspace, run_id: str, plan: Plan) -> RunJob:
+        """Continue an interrupted run: its finished calls are reused, the rest run now."""
+        return self._submit(
+            plan,
+            lambda job: workspace.resume_run(
+                run_id, listeners=[job.on_event], cancel=job.cancel, new_run_id=job.run_id
+            ),
+        )
+
+    def _submit(self, plan: Plan, execute: Callable[[RunJob], RunResult]) -> RunJob:
         job = RunJob(
             run_id=new_run_id(),
             node_titles={node.id: node.title for node, _ in plan.iter_nodes()},
@@ -77,14 +125,7 @@ class JobManager:
 
         def work() -> None:
             try:
-                result = workspace.run_plan(
-                    plan,
-                    caps,
-                    session_id=session_id,
-                    listeners=[job.on_event],
-                    run_id=job.run_id,
-                    cancel=job.cancel,
-                )
+                result = execute(job)
             except Exception as exc:  # shown in the UI; the trace store keeps what finished
                 with job.lock:
                     job.error = f"{type(exc).__name__}: {exc}"

@@ -145,29 +145,70 @@ nodes = plan.nodes()
 # -- running -------------------------------------------------------------------------------
 st.subheader("Run")
 running = job is not None and not job.done
-run_col, cancel_col = st.columns([1, 1])
-if run_col.button("Run plan", key="run_plan", type="primary", disabled=running):
+selected_node = st.session_state.get("selected_node", plan.root.id)
+use_cache = st.checkbox(
+    "Reuse unchanged nodes",
+    value=True,
+    key="use_cache",
+    help="A node whose rendered prompt, model, parameters and seed match a recorded call "
+    "reuses that call's output instead of calling the model again.",
+)
+run_col, rerun_col, cancel_col = st.columns([1, 1, 1])
+
+
+def _start_run(rerun: list[str]) -> None:
     try:
         plan.validate_graph()
     except ArborError as exc:
         st.error(str(exc))
-    else:
-        session_id = session.id
-        job = jobs.start(ws, plan.model_copy(deep=True), caps, session_id)
-        session.run_ids.append(job.run_id)
-        st.session_state.run_id = job.run_id
-        st.rerun()
+        return
+    new_job = jobs.start(
+        ws, plan.model_copy(deep=True), caps, session.id, use_cache=use_cache, rerun=rerun
+    )
+    session.run_ids.append(new_job.run_id)
+    st.session_state.run_id = new_job.run_id
+    st.rerun()
+
+
+if run_col.button("Run plan", key="run_plan", type="primary", disabled=running):
+    _start_run([])
+if rerun_col.button(
+    f"Re-run from {selected_node}",
+    key="rerun_from",
+    disabled=running or selected_node not in nodes,
+    help="Run this node and everything downstream of it again; reuse the rest.",
+):
+    _start_run([selected_node])
 if running and cancel_col.button("Cancel run", key="cancel_run"):
     job.cancel.set()
 
+interrupted = [r for r in ws.traces.runs(session.id) if r["status"] == "interrupted"]
+for record in interrupted[:3]:
+    note_col, resume_col = st.columns([3, 1])
+    note_col.warning(
+        f"Run `{record['run_id']}` was interrupted (its process stopped mid-run); "
+        "its finished nodes are kept."
+    )
+    if resume_col.button("Resume", key=f"resume_{record['run_id']}", disabled=running):
+        new_job = jobs.resume(ws, record["run_id"], plan)
+        session.run_ids.append(new_job.run_id)
+        st.session_state.run_id = new_job.run_id
+        st.rerun()
+
 
 def _progress_table(snapshot: dict) -> pd.DataFrame:
-    return pd.DataFrame(
-        [
-            {"node": nid, "title": nodes[nid].title if nid in nodes else nid, "status": status}
-            for nid, status in snapshot["status"].items()
-        ]
-    )
+    rows = []
+    for nid, status in snapshot["status"].items():
+        streamed = snapshot["partial"].get(nid, "")
+        rows.append(
+            {
+                "node": nid,
+                "title": nodes[nid].title if nid in nodes else nid,
+                "status": f"{status} (reused)" if nid in snapshot["reused"] else status,
+                "streaming": streamed[-160:],
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 @st.fragment(run_every=1.0)
@@ -177,12 +218,13 @@ def live_progress(run_id: str) -> None:
         return
     snapshot = current.snapshot()
     finished = sum(
-        s in {"done", "failed", "blocked", "skipped"} for s in snapshot["status"].values()
+        s in {"done", "failed", "blocked", "skipped", "cancelled"}
+        for s in snapshot["status"].values()
     )
     total = max(1, len(snapshot["status"]))
     st.progress(
         finished / total,
-        text=f"{finished}/{total} nodes finished, "
+        text=f"{finished}/{total} nodes finished ({len(snapshot['reused'])} reused), "
         f"{snapshot['tokens_used']} of {caps.total_tokens} tokens used",
     )
     st.dataframe(_progress_table(snapshot), hide_index=True, width="stretch")
@@ -203,9 +245,21 @@ elif run_id:
     if record is not None:
         status = record["status"]
         reason = f" ({record['stop_reason']})" if record["stop_reason"] else ""
+        node_rows = ws.traces.node_executions(run_id)
+        reused = [row["node_id"] for row in node_rows if row.get("reused_from")]
+        executed = [
+            row["node_id"]
+            for row in node_rows
+            if not row.get("reused_from") and row["status"] in {"done", "failed", "cancelled"}
+        ]
+        cost = record.get("cost_usd") or 0.0
         summary = (
             f"Run `{run_id}`: **{status}**{reason}; "
-            f"{record['input_tokens']} input + {record['output_tokens']} output tokens."
+            f"{record['input_tokens']} input + {record['output_tokens']} output tokens"
+            f"{f', ${cost:.4f}' if cost else ''}. "
+            f"Executed {len(executed)} node(s)"
+            + (f"; reused {len(reused)} unchanged: {', '.join(reused)}" if reused else "")
+            + "."
         )
         (st.success if status == "completed" else st.warning)(summary)
         st.markdown("#### Answer")
@@ -214,7 +268,6 @@ elif run_id:
         else:
             st.write("No answer: the root node did not finish.")
         st.markdown("#### Nodes")
-        node_rows = ws.traces.node_executions(run_id)
         if node_rows:
             st.altair_chart(tokens_per_node(node_rows), width="stretch")
         st.dataframe(

@@ -57,15 +57,18 @@ def _sections(pairs: list[tuple[str, str]]) -> str:
     return "\n\n".join(f"### {title}\n{_clip(output)}" for title, output in pairs)
 
 
-def node_messages(plan: Plan, node: Node, outputs: dict[str, str]) -> list[ChatMessage]:
+def node_messages(
+    plan: Plan, node: Node, outputs: dict[str, str], nodes: dict[str, Node] | None = None
+) -> list[ChatMessage]:
     """The messages a node is run with: its instruction plus what it depends on.
 
     A leaf sees its dependencies' outputs; a parent also sees its children's outputs and is asked
     to combine them. ``outputs`` maps node id to the output of every finished node. The
     instruction is rendered as a template first (dependency outputs clipped as in the context);
-    a broken template raises ``TemplateProblem``.
+    a broken template raises ``TemplateProblem``. ``nodes`` (``plan.nodes()``) may be passed by
+    a caller that renders many nodes, to avoid rebuilding it for each.
     """
-    nodes = plan.nodes()
+    nodes = nodes if nodes is not None else plan.nodes()
     deps = [(nodes[dep].title, outputs.get(dep, "")) for dep in node.depends_on]
     context = f"\nResults of earlier steps:\n{_sections(deps)}\n" if deps else ""
     clipped = {dep: _clip(outputs[dep]) for dep in node.depends_on if dep in outputs}

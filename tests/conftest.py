@@ -61,6 +61,10 @@ def serve_llama(model: Path, log_path: Path, *extra: str) -> Iterator[str]:
         "4096",
         "--n_threads",
         str(os.cpu_count() or 1),
+        # By default the server aborts a streaming answer when another request arrives; Arbor
+        # sends parallel requests up to an endpoint's limit, so they must queue instead.
+        "--interrupt_requests",
+        "False",
         *extra,
     ]
     with log_path.open("wb") as log:
@@ -126,13 +130,8 @@ def _close_loaded_models() -> Iterator[None]:
     """
     yield
     local = sys.modules.get("engine.backends.local")
-    if local is None:
-        return
-    with local._cache_lock:
-        for loaded in local._cache.values():
-            with loaded.lock:
-                loaded.llama.close()
-        local._cache.clear()
+    if local is not None:
+        local.unload_all()
 
 
 @pytest.fixture

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.backends.base import Backend, ChatMessage, Completion, Usage
+from engine.backends.base import Backend, ChatMessage, Completion, TokenCallback, Usage
+from engine.call_cache import CachedCall
+from engine.errors import CallCancelled
+from engine.events import ModelCallFinished
 from engine.plan import GenerationConfig, ModelRef, Node, Plan
 
 FAKE_URL = "http://fake.invalid/v1"
@@ -25,6 +29,11 @@ class Behaviour:
     output: str | None = None  # None: "output of <node id>"
     output_tokens: int = 10
     error: BaseException | None = None
+    #: Pieces streamed to ``on_token`` one per ``sleep_s / len(stream)`` (cancel checked between).
+    stream: tuple[str, ...] = ()
+    #: Calls of backends sharing a resource share ``max_concurrent`` slots (default: own slot).
+    resource: str | None = None
+    max_concurrent: int = 1
 
 
 @dataclass
@@ -50,6 +59,11 @@ class FakeBackend(Backend):
         self.behaviour = behaviour
         self.recorder = recorder
         self.label = f"fake:{node_id}"
+        self.max_concurrent = behaviour.max_concurrent
+
+    @property
+    def resource_key(self) -> str:
+        return self.behaviour.resource or self.label
 
     def count_tokens(self, text: str) -> int:
         return max(1, len(text.split()))
@@ -60,6 +74,8 @@ class FakeBackend(Backend):
         config: GenerationConfig,
         *,
         json_schema: dict[str, Any] | None = None,
+        on_token: TokenCallback | None = None,
+        cancel: threading.Event | None = None,
     ) -> Completion:
         rec = self.recorder
         prompt = "\n".join(m["content"] for m in messages)
@@ -70,8 +86,17 @@ class FakeBackend(Backend):
             rec.max_tokens[self.node_id] = config.max_tokens
             rec.prompts[self.node_id] = prompt
         start = time.perf_counter()
+        streamed: list[str] = []
         try:
-            if self.behaviour.sleep_s:
+            pieces = self.behaviour.stream
+            if pieces:
+                for piece in pieces:
+                    if cancel is not None and cancel.wait(self.behaviour.sleep_s / len(pieces)):
+                        raise CallCancelled("fake call cancelled", "".join(streamed))
+                    streamed.append(piece)
+                    if on_token is not None:
+                        on_token(piece)
+            elif self.behaviour.sleep_s:
                 time.sleep(self.behaviour.sleep_s)
             if self.behaviour.error is not None:
                 raise self.behaviour.error
@@ -80,6 +105,8 @@ class FakeBackend(Backend):
                 rec.active -= 1
                 rec.intervals[self.node_id] = (start, time.perf_counter())
         text = self.behaviour.output
+        if pieces:
+            text = "".join(pieces)
         if text is None:
             text = f"output of {self.node_id}"
         output_tokens = min(config.max_tokens, self.behaviour.output_tokens)
@@ -176,3 +203,26 @@ def planner_json(*subs: dict[str, Any]) -> str:
     import json
 
     return json.dumps({"subtasks": list(subs)})
+
+
+class MemoryCache:
+    """An in-memory call cache and run listener, standing in for the trace store in logic tests."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, CachedCall] = {}
+        self.lookups = 0
+
+    def __call__(self, event: object) -> None:
+        if isinstance(event, ModelCallFinished) and event.status == "ok" and event.cache_key:
+            self.calls[event.cache_key] = CachedCall(
+                event.call_id,
+                event.run_id,
+                event.output,
+                event.input_tokens,
+                event.output_tokens,
+                event.finish_reason,
+            )
+
+    def lookup(self, keys: Sequence[str]) -> dict[str, CachedCall]:
+        self.lookups += 1
+        return {key: self.calls[key] for key in keys if key in self.calls}

@@ -113,30 +113,45 @@ def test_missing_model_file_is_reported_by_check_model(app):
 
 
 @pytest.mark.model
+def _wait_for_answer(app: AppTest, after: str | None = None) -> str:
+    """Rerun the page until a run other than ``after`` shows its answer; its run id."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        app.run()
+        run_id = app.session_state.run_id
+        if run_id != after and any(md.value == "#### Answer" for md in app.markdown):
+            assert not app.exception
+            return run_id
+        time.sleep(1)
+    pytest.fail("the run did not finish in the UI within 180 s")
+
+
 def test_run_shows_answer_and_model_calls_then_session_reopens(app, tmp_path):
     _one_node_plan(app)
     app.slider(key="cap_node").set_value(48)
     app.button(key="run_plan").click().run()
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        app.run()
-        if any(md.value == "#### Answer" for md in app.markdown):
-            break
-        time.sleep(1)
-    else:
-        pytest.fail("the run did not finish in the UI within 180 s")
-    assert not app.exception
+    _wait_for_answer(app)
     run_id = app.session_state.run_id
     calls = Workspace(tmp_path).traces.model_calls(run_id)
     assert len(calls) == 1 and calls[0]["status"] == "ok" and calls[0]["output_tokens"] > 0
     assert any(md.value == "#### Model calls" for md in app.markdown)
+
+    # Unchanged: the next run reuses the recorded call; "Re-run from root" calls the model.
+    app.button(key="run_plan").click().run()
+    reused_run = _wait_for_answer(app, after=run_id)
+    assert Workspace(tmp_path).traces.model_calls(reused_run) == []
+    assert any("reused 1 unchanged: root" in s.value for s in app.success)
+    app.button(key="rerun_from").click().run()
+    forced_run = _wait_for_answer(app, after=reused_run)
+    assert len(Workspace(tmp_path).traces.model_calls(forced_run)) == 1
+    assert any("Executed 1 node(s)." in s.value for s in app.success)
 
     app.text_input(key="session_name").input("Haiku session")
     app.button(key="save_session").click().run()
     assert any("Saved session" in s.value for s in app.success)
     saved = Workspace(tmp_path).sessions.list()
     assert [s.name for s in saved] == ["Haiku session"]
-    assert saved[0].run_ids == [run_id]
+    assert saved[0].run_ids == [run_id, reused_run, forced_run]
 
     app.switch_page("sessions_page.py").run()
     assert app.title[0].value == "Sessions"

@@ -640,3 +640,62 @@ def test_models_page_shows_a_corrupt_registry_without_touching_it(tmp_path, monk
     at.switch_page("models_page.py").run()
     assert any("not valid JSON" in e.value for e in at.error)
     assert (tmp_path / "models.json").read_text() == "[1, 2"
+
+
+# -- the registry in runs --------------------------------------------------------------------
+
+
+def test_runs_take_prices_and_concurrency_from_the_registry(workspace):
+    from loopback import LoopbackServer
+
+    from engine.budget import RunCaps
+    from engine.plan import Node, Plan
+
+    with LoopbackServer(latency_s=0.3, reply="A short answer from the endpoint.") as server:
+        registry = Registry.in_data_dir(workspace.root)
+        registry.add_remote(
+            "priced",
+            server.base_url,
+            "m",
+            price_in_per_m=1000.0,
+            price_out_per_m=2000.0,
+            max_concurrent=2,
+        )
+        remote = registry.get("priced").ref
+        plan = Plan(
+            task="t",
+            root=Node(
+                id="root",
+                title="Combine",
+                children=[Node(id=f"l{i}", title=f"Leaf {i}") for i in range(4)],
+            ),
+            default_model=remote,
+        )
+        result = workspace.run_plan(plan, RunCaps(max_parallel=8), use_cache=False)
+        assert result.status == "completed", result.stop_reason
+        assert server.stats.max_in_flight == 2  # the entry's limit, though 4 leaves were ready
+    calls = workspace.traces.model_calls(result.run_id)
+    expected = sum(c["input_tokens"] * 1000.0 + c["output_tokens"] * 2000.0 for c in calls) / 1e6
+    assert expected > 0
+    assert result.cost_usd == pytest.approx(expected)
+    assert sum(c["cost_usd"] for c in calls) == pytest.approx(expected)
+    assert workspace.traces.run(result.run_id)["cost_usd"] == pytest.approx(expected)
+
+
+def test_a_corrupt_registry_does_not_stop_a_run(workspace):
+    from loopback import LoopbackServer
+
+    from engine.plan import ModelRef as Ref
+    from engine.plan import Node, Plan
+
+    (workspace.root / "models.json").write_text("{not json", encoding="utf-8")
+    with LoopbackServer() as server:
+        plan = Plan(
+            task="t",
+            root=Node(id="root", title="Answer"),
+            default_model=Ref(kind="remote", base_url=server.base_url, model="m"),
+        )
+        result = workspace.run_plan(plan)
+    assert result.status == "completed"
+    assert any("model registry ignored" in w and "models.json" in w for w in result.warnings)
+    assert (workspace.root / "models.json").read_text(encoding="utf-8") == "{not json"

@@ -321,6 +321,8 @@ class EchoBackend(Backend):
         config: GenerationConfig,
         *,
         json_schema: dict[str, Any] | None = None,
+        on_token: Any = None,
+        cancel: Any = None,
     ) -> Completion:
         prompt = "\n".join(message["content"] for message in messages)
         return Completion(f"echo: {prompt}", Usage(len(prompt) // 4, 5), 0.0, self.label)

@@ -738,6 +738,13 @@ class RemoteBackend(Backend):
                 f"{self.base_url} did not answer within {self.timeout_s:g} s ({tries}). "
                 "Is the server overloaded, or does this model need a longer timeout?"
             )
+        if isinstance(exc, openai.APIConnectionError) and "peer closed" in str(exc):
+            return ModelCallFailed(
+                f"{self.base_url} closed the connection mid-answer ({tries}): "
+                f"{self._redact(str(exc))}. llama_cpp.server does this to a streaming request "
+                "when another request arrives: start it with --interrupt_requests False, or "
+                "set this endpoint's max concurrent requests to 1."
+            )
         if isinstance(exc, openai.APIConnectionError):
             return ModelUnavailable(
                 f"Cannot reach {self.base_url} ({tries}): {self._redact(str(exc))}. "
