@@ -14,4 +14,5 @@ test:
 # Every script in bench/ prints its own side-by-side ratios; one at a time (they share 2 cores).
 bench:
 	bash scripts/install.sh --test
+	.venv/bin/python -m pip install --quiet -e ".[test,bench]"
 	set -e; for script in bench/*.py; do echo "== $$script"; .venv/bin/python $$script; done
