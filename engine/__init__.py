@@ -7,8 +7,10 @@ Scripts use the same functions the UI does::
     result = execute_plan(plan, RunCaps(total_tokens=4000))
 """
 
+from engine.allocation import Allocation, allocate
 from engine.alternatives import merge_alternatives, sample_alternatives
 from engine.budget import RunCaps
+from engine.compute_config import AllocationPolicy, NodeBudget, SelectorConfig, StrategyConfig
 from engine.decompose import DecomposeResult, decompose
 from engine.difficulty import rate_difficulty
 from engine.errors import (
@@ -29,6 +31,8 @@ from engine.plan import GenerationConfig, ModelRef, Node, Plan, single_node_plan
 from engine.plan_io import export_plan, import_plan
 
 __all__ = [
+    "Allocation",
+    "AllocationPolicy",
     "ArborError",
     "BudgetExceeded",
     "CycleError",
@@ -40,13 +44,17 @@ __all__ = [
     "ModelRef",
     "ModelUnavailable",
     "Node",
+    "NodeBudget",
     "Plan",
     "PlanError",
     "PlanHistory",
     "RunCaps",
     "RunResult",
+    "SelectorConfig",
     "SessionError",
+    "StrategyConfig",
     "TraceStoreError",
+    "allocate",
     "decompose",
     "execute_plan",
     "expand_node",

@@ -30,6 +30,8 @@ EDITABLE_FIELDS = frozenset(
         "generation",
         "difficulty",
         "difficulty_reason",
+        "strategy",
+        "budget",
     }
 )
 COPY_SUFFIX = " (copy)"
@@ -112,7 +114,7 @@ def _fresh_ids(taken: set[str], count: int, prefix: str = "n") -> list[str]:
 # -- node fields -----------------------------------------------------------------------------
 def update_node(plan: Plan, node_id: str, **changes: Any) -> Plan:
     """Change fields of one node: title, instruction, depends_on, model, generation,
-    difficulty, difficulty_reason.
+    difficulty, difficulty_reason, strategy, budget.
 
     A blank title, a title a sibling already has, an unknown dependency or a cycle is refused.
     """

@@ -56,6 +56,16 @@ class ModelCallFinished:
     cache_key: str | None = None
     cost_usd: float = 0.0
     finish_reason: str | None = None  # "stop" | "length" | None
+    #: What the call was for: answer (a single call) | sample | judge | critique | revise.
+    role: str = "answer"
+    #: The selector's or judge's score of this sample (best-of-N), if any.
+    score: float | None = None
+    #: The normalised answer this sample voted for (self-consistency), if any.
+    vote: str | None = None
+    #: Whether this sample became the node's output (sampling strategies).
+    selected: bool | None = None
+    #: Run whose recorded call was replayed instead of calling the model (tokens are then 0).
+    reused_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,17 @@ class NodeFinished:
     #: Run whose cached calls gave this node its output (no model was called), if any.
     reused_from: str | None = None
     cost_usd: float = 0.0
+    #: Strategy label, e.g. "self-consistency vote ×5".
+    strategy: str | None = None
+    #: Samples drawn by a sampling strategy.
+    samples: int | None = None
+    #: Leader's share of the votes among the samples (1.0 = all agree).
+    agreement: float | None = None
+    #: Tokens and dollars the node was allowed when it started.
+    token_cap: int | None = None
+    cost_cap_usd: float | None = None
+    #: Why sampling or refining stopped where it did, budget notes.
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,7 +119,28 @@ class RunFinished:
     reused_nodes: tuple[str, ...] = ()
 
 
-Event = RunStarted | NodeStarted | ModelCallFinished | NodeProgress | NodeFinished | RunFinished
+@dataclass(frozen=True)
+class BudgetUpdate:
+    """Spent against allowed, for the live meter; emitted as nodes finish, never traced."""
+
+    run_id: str
+    tokens_used: int
+    tokens_allowed: int
+    cost_used_usd: float
+    cost_allowed_usd: float | None
+    elapsed_s: float
+    time_allowed_s: float | None
+
+
+Event = (
+    RunStarted
+    | NodeStarted
+    | ModelCallFinished
+    | NodeProgress
+    | NodeFinished
+    | BudgetUpdate
+    | RunFinished
+)
 
 
 class Listener(Protocol):

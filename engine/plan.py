@@ -11,58 +11,17 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from typing import Literal
 
 import networkx as nx
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from engine.compute_config import AllocationPolicy, NodeBudget, StrategyConfig
 from engine.errors import CycleError, PlanError
+from engine.model_settings import GenerationConfig, ModelRef
 
 NODE_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 PLAN_FORMAT = "arbor-plan"
 PLAN_FORMAT_VERSION = 1
-
-
-class GenerationConfig(BaseModel):
-    """Sampling settings for one model call. The UI's sliders read these bounds."""
-
-    temperature: float = Field(0.2, ge=0.0, le=2.0, description="Sampling temperature.")
-    top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus sampling mass.")
-    max_tokens: int = Field(
-        256, ge=1, le=8192, description="Most tokens the node may generate in one call."
-    )
-    seed: int | None = Field(None, description="Sampling seed; None lets the backend choose.")
-    stop: list[str] = Field(
-        default_factory=list,
-        max_length=4,
-        description="Generation ends when one of these strings appears (it is not returned).",
-    )
-
-
-class ModelRef(BaseModel):
-    """Which model runs a node. Holds no secret: a remote key is read from ``api_key_env``."""
-
-    kind: Literal["local", "remote"] = "local"
-    path: str | None = Field(
-        None, description="Local GGUF file; None means the bundled Gemma 3 270M model."
-    )
-    base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. .../v1.")
-    model: str | None = Field(None, description="Model name sent to the remote endpoint.")
-    api_key_env: str | None = Field(
-        None, description="Name of the environment variable that holds the endpoint's API key."
-    )
-
-    @property
-    def label(self) -> str:
-        """Short human name, used in tables and traces."""
-        if self.kind == "remote":
-            return f"{self.model or '?'}@{(self.base_url or '?').rstrip('/')}"
-        if self.path is None:
-            return "bundled:gemma-3-270m"
-        return self.path.rsplit("/", 1)[-1]
-
-
-BUNDLED_MODEL = ModelRef()
 
 
 class Node(BaseModel):
@@ -80,6 +39,12 @@ class Node(BaseModel):
     )
     difficulty_reason: str | None = Field(
         None, max_length=300, description="One line on why the node got its difficulty."
+    )
+    strategy: StrategyConfig | None = Field(
+        None, description="Manual test-time strategy; None lets the allocation policy choose."
+    )
+    budget: NodeBudget | None = Field(
+        None, description="Manual token/cost caps; None lets the allocation policy share."
     )
 
     @field_validator("id")
@@ -106,6 +71,11 @@ class Plan(BaseModel):
     root: Node
     default_model: ModelRef = Field(default_factory=ModelRef)
     default_generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    default_strategy: StrategyConfig = Field(
+        default_factory=lambda: StrategyConfig(kind="single", samples=1),
+        description="Strategy of nodes without their own, under the uniform policy.",
+    )
+    allocation: AllocationPolicy = Field(default_factory=AllocationPolicy)
 
     # -- traversal -----------------------------------------------------------------------
     def iter_nodes(self) -> Iterator[tuple[Node, Node | None]]:

@@ -63,12 +63,19 @@ def node_messages(
     """The messages a node is run with: its instruction plus what it depends on.
 
     A leaf sees its dependencies' outputs; a parent also sees its children's outputs and is asked
-    to combine them. ``outputs`` maps node id to the output of every finished node. The
+    to combine them. With the ``completion`` prompt format (base models) the prompt is the
+    rendered instruction alone. ``outputs`` maps node id to the output of every finished node. The
     instruction is rendered as a template first (dependency outputs clipped as in the context);
     a broken template raises ``TemplateProblem``. ``nodes`` (``plan.nodes()``) may be passed by
     a caller that renders many nodes, to avoid rebuilding it for each.
     """
     nodes = nodes if nodes is not None else plan.nodes()
+    if plan.generation_for(node).prompt_format == "completion":
+        # A base model continues text: it gets the instruction alone, no chat framing; a
+        # dependency's output reaches it only through ``{{ deps.ID }}`` in the instruction.
+        clipped = {dep: _clip(outputs[dep]) for dep in node.depends_on if dep in outputs}
+        text = render_instruction(plan, node, clipped)
+        return [{"role": "user", "content": text.strip() or node.title}]
     deps = [(nodes[dep].title, outputs.get(dep, "")) for dep in node.depends_on]
     context = f"\nResults of earlier steps:\n{_sections(deps)}\n" if deps else ""
     clipped = {dep: _clip(outputs[dep]) for dep in node.depends_on if dep in outputs}

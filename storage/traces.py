@@ -48,6 +48,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
 from engine.call_cache import CachedCall
 from engine.errors import TraceStoreError
 from engine.events import (
+    BudgetUpdate,
     Event,
     ModelCallFinished,
     NodeFinished,
@@ -128,10 +129,56 @@ def _add_v2_columns(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _add_v3_strategies_and_evaluations(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        -- what a call was for: answer (a single call) | sample | judge | critique | revise
+        ALTER TABLE model_calls ADD COLUMN role VARCHAR DEFAULT 'answer';
+        ALTER TABLE model_calls ADD COLUMN score DOUBLE;       -- selector's or judge's score
+        ALTER TABLE model_calls ADD COLUMN vote VARCHAR;       -- normalised answer voted for
+        ALTER TABLE model_calls ADD COLUMN selected BOOLEAN;   -- this sample became the output
+        ALTER TABLE model_calls ADD COLUMN reused_from VARCHAR;  -- run whose call was replayed
+        ALTER TABLE node_executions ADD COLUMN strategy VARCHAR;    -- e.g. 'best-of-N ×5'
+        ALTER TABLE node_executions ADD COLUMN samples INTEGER;     -- samples drawn
+        ALTER TABLE node_executions ADD COLUMN agreement DOUBLE;    -- leader's share of votes
+        ALTER TABLE node_executions ADD COLUMN token_cap BIGINT;    -- tokens the node was allowed
+        ALTER TABLE node_executions ADD COLUMN cost_cap_usd DOUBLE; -- dollars it was allowed
+        ALTER TABLE node_executions ADD COLUMN note VARCHAR;        -- e.g. why sampling stopped
+        CREATE TABLE evaluations (
+            evaluation_id VARCHAR PRIMARY KEY,
+            session_id VARCHAR,
+            kind VARCHAR NOT NULL,            -- evaluation | search
+            dataset VARCHAR,
+            checker_json VARCHAR,
+            status VARCHAR NOT NULL,          -- running | completed | failed | cancelled
+            created_at TIMESTAMPTZ NOT NULL,
+            finished_at TIMESTAMPTZ,
+            summary_json VARCHAR              -- per-configuration metrics, search trials
+        );
+        CREATE TABLE evaluation_results (
+            evaluation_id VARCHAR NOT NULL,
+            configuration VARCHAR NOT NULL,
+            example_id VARCHAR NOT NULL,
+            run_id VARCHAR,                   -- the run in this store that answered it
+            correct BOOLEAN,
+            output VARCHAR,
+            expected VARCHAR,
+            detail VARCHAR,                   -- the checker's explanation
+            tokens BIGINT,
+            cost_usd DOUBLE,
+            latency_s DOUBLE,
+            replayed BOOLEAN,                 -- every call came from recorded outcomes
+            PRIMARY KEY (evaluation_id, configuration, example_id)
+        );
+        """
+    )
+
+
 #: Ordered, named migrations; a store records which it has applied. Append, never edit.
 MIGRATIONS: list[tuple[str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     ("create runs, node_executions, model_calls", _create_v1),
     ("resume and call cache: pid, resumed_from, reused_from, cache_key, cost", _add_v2_columns),
+    ("strategies (roles, scores, votes) and evaluations", _add_v3_strategies_and_evaluations),
 ]
 
 #: Column order the writers use (explicit, so a later migration may add columns anywhere).
@@ -149,6 +196,12 @@ NODE_COLUMNS = (
     "finished_at",
     "reused_from",
     "cost_usd",
+    "strategy",
+    "samples",
+    "agreement",
+    "token_cap",
+    "cost_cap_usd",
+    "note",
 )
 CALL_COLUMNS = (
     "call_id",
@@ -169,6 +222,11 @@ CALL_COLUMNS = (
     "cache_key",
     "cost_usd",
     "finish_reason",
+    "role",
+    "score",
+    "vote",
+    "selected",
+    "reused_from",
 )
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
 _NODE_SCHEMA = pa.schema(
@@ -186,6 +244,12 @@ _NODE_SCHEMA = pa.schema(
         ("finished_at", _TIMESTAMP),
         ("reused_from", pa.string()),
         ("cost_usd", pa.float64()),
+        ("strategy", pa.string()),
+        ("samples", pa.int32()),
+        ("agreement", pa.float64()),
+        ("token_cap", pa.int64()),
+        ("cost_cap_usd", pa.float64()),
+        ("note", pa.string()),
     ]
 )
 
@@ -274,6 +338,12 @@ def _node_row(event: NodeFinished, title: str, model: str | None, started: datet
         event.finished_at,
         event.reused_from,
         event.cost_usd,
+        event.strategy,
+        event.samples,
+        event.agreement,
+        event.token_cap,
+        event.cost_cap_usd,
+        event.note,
     ]
 
 
@@ -297,6 +367,11 @@ def _call_row(event: ModelCallFinished) -> tuple[Any, ...]:
         event.cache_key,
         event.cost_usd,
         event.finish_reason,
+        event.role,
+        event.score,
+        event.vote,
+        event.selected,
+        event.reused_from,
     )
 
 
@@ -338,7 +413,8 @@ def collapse(events: Iterable[Event], state: WriterState) -> _Rows:
     return rows
 
 
-_NO_END = (None, None, 0.0)  # finished_at, reused_from, cost_usd of a running node
+# finished_at, reused_from, cost_usd, strategy, samples, agreement, caps, note of a running node
+_NO_END = (None, None, 0.0, None, None, None, None, None, None)
 
 _MERGE_NODES = f"""
     INSERT INTO node_executions ({", ".join(NODE_COLUMNS)})
@@ -354,7 +430,13 @@ _MERGE_NODES = f"""
         started_at = coalesce(node_executions.started_at, excluded.started_at),
         finished_at = excluded.finished_at,
         reused_from = excluded.reused_from,
-        cost_usd = excluded.cost_usd
+        cost_usd = excluded.cost_usd,
+        strategy = excluded.strategy,
+        samples = excluded.samples,
+        agreement = excluded.agreement,
+        token_cap = excluded.token_cap,
+        cost_cap_usd = excluded.cost_cap_usd,
+        note = excluded.note
 """
 
 
@@ -641,7 +723,7 @@ class TraceStore:
 
         Runs use ``TraceWriter``, which batches; this stays for one-off writes and tests.
         """
-        if isinstance(event, NodeProgress):
+        if isinstance(event, NodeProgress | BudgetUpdate):
             return
         rows = collapse([event], WriterState())
         with self.connect() as con:
@@ -850,7 +932,8 @@ class TraceStore:
     def node_executions(self, run_id: str) -> list[dict[str, Any]]:
         return self._rows(
             "SELECT node_id, title, model, status, input_tokens, output_tokens, cost_usd,"
-            " started_at, finished_at, output, error, reused_from FROM node_executions"
+            " started_at, finished_at, output, error, reused_from, strategy, samples, agreement,"
+            " token_cap, cost_cap_usd, note FROM node_executions"
             " WHERE run_id = ? ORDER BY started_at NULLS LAST, node_id",
             [run_id],
         )
@@ -859,7 +942,8 @@ class TraceStore:
         return self._rows(
             "SELECT node_id, model, status, input_tokens, output_tokens, latency_s, prompt,"
             " output, error, started_at, call_id, sample_index, seed, cache_key, cost_usd,"
-            " finish_reason, finished_at FROM model_calls WHERE run_id = ? ORDER BY started_at",
+            " finish_reason, finished_at, role, score, vote, selected, reused_from"
+            " FROM model_calls WHERE run_id = ? ORDER BY started_at, sample_index",
             [run_id],
         )
 
@@ -933,7 +1017,7 @@ class TraceWriter:
     def __call__(self, event: Event) -> None:
         """Queue ``event``; raise a background write failure not reported yet (the event is
         still queued). A ``RunFinished`` is written before this returns."""
-        if isinstance(event, NodeProgress):
+        if isinstance(event, NodeProgress | BudgetUpdate):
             return
         with self._cond:
             if self._closed or self._closing:

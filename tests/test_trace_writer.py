@@ -196,13 +196,15 @@ def test_a_v1_store_migrates_to_v2_and_keeps_its_rows(tmp_path, monkeypatch):
         con.close()
 
     store = TraceStore(path)
-    assert store.schema_version() == 2 == len(MIGRATIONS)
+    assert store.schema_version() == 3 == len(MIGRATIONS)
     old = store.run("old")
     assert (old["status"], old["answer"], old["input_tokens"]) == ("completed", "yes", 4)
     assert (old["resumed_from"], old["pid"], old["cost_usd"]) == (None, None, 0.0)
     [node] = store.node_executions("old")
     assert (node["output"], node["reused_from"], node["cost_usd"]) == ("yes", None, 0.0)
+    assert (node["strategy"], node["agreement"]) == (None, None)  # v3 columns, empty
     [row] = store.model_calls("old")
+    assert (row["role"], row["score"], row["selected"]) == ("answer", None, None)
     assert (row["call_id"], row["output"], row["cache_key"], row["sample_index"]) == (
         "c1",
         "yes",
@@ -450,7 +452,7 @@ def test_kill_9_mid_run_keeps_every_flushed_event_and_the_run_is_found_interrupt
     left = [n for n in store.node_executions("doomed") if n["node_id"].endswith("-slow")]
     assert left and {n["status"] for n in left} == {"interrupted"}
     assert store.interrupted_runs() == []  # marked once
-    assert store.schema_version() == 2  # the file survived the kill intact
+    assert store.schema_version() == len(MIGRATIONS)  # the file survived the kill intact
 
 
 def test_a_live_process_keeps_its_runs_running_and_a_reused_pid_does_not(tmp_path):

@@ -62,6 +62,9 @@ class Backend(ABC):
     #: US dollars per million input / output tokens (0 for local models).
     price_in_per_m: float = 0.0
     price_out_per_m: float = 0.0
+    #: ``complete_samples`` reads the prompt once per this many samples (budgets reserve the
+    #: prompt's tokens that often); 1 means every sample pays for its prompt.
+    samples_per_prompt: int = 1
 
     @property
     def resource_key(self) -> str:

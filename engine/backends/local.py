@@ -434,9 +434,20 @@ def render_prompt(
     messages: Sequence[ChatMessage],
     stop: Sequence[str] = (),
     json_schema: dict[str, Any] | None = None,
+    *,
+    raw: bool = False,
 ) -> RenderedPrompt:
-    """Tokens, stop strings and grammar ``llama.create_chat_completion`` would use."""
+    """Tokens, stop strings and grammar ``llama.create_chat_completion`` would use.
+
+    ``raw`` (a completion prompt, for base models) skips the chat format: the messages' text is
+    the prompt as it stands, as ``llama.create_completion`` would read it.
+    """
     from llama_cpp import llama_chat_format
+
+    if raw:
+        text = "\n\n".join(message["content"] for message in messages)
+        tokens = llama.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+        return RenderedPrompt(list(tokens), [s for s in stop if s], None)
 
     handler = (
         llama.chat_handler
@@ -472,6 +483,7 @@ class LocalBackend(Backend):
     """A GGUF file run in-process. Instances are cheap; the loaded model is shared and locked."""
 
     max_concurrent = 1
+    samples_per_prompt = MAX_SEQUENCES
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
@@ -508,7 +520,8 @@ class LocalBackend(Backend):
 
         with _using(self.path) as entry:
             started = time.perf_counter()
-            prompt = render_prompt(entry.llama, messages, config.stop, json_schema)
+            raw = config.prompt_format == "completion" and json_schema is None
+            prompt = render_prompt(entry.llama, messages, config.stop, json_schema, raw=raw)
             n_prompt = len(prompt.tokens)
             _ensure_context(
                 entry,
@@ -560,7 +573,9 @@ class LocalBackend(Backend):
             return []
         with _using(self.path) as entry:
             started = time.perf_counter()
-            prompt = render_prompt(entry.llama, messages, config.stop)
+            prompt = render_prompt(
+                entry.llama, messages, config.stop, raw=config.prompt_format == "completion"
+            )
             n_prompt, max_tokens = len(prompt.tokens), config.max_tokens
             room = entry.n_ctx_train - n_prompt
             group = max(1, min(len(seeds), MAX_SEQUENCES, room // max_tokens))

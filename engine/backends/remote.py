@@ -525,6 +525,11 @@ class RemoteBackend(Backend):
         """
         if cancel is not None and cancel.is_set():
             raise CallCancelled(f"Call to {self.label} cancelled before it started.")
+        if config.prompt_format == "completion":
+            raise ModelCallFailed(
+                f"{self.label}: completion prompts (prompt format 'completion', for base models)"
+                " run on local GGUF models only; use the chat format for remote endpoints."
+            )
         headers = self._headers()
         client = self.client()
         kwargs = self._request(messages, config, json_schema)
