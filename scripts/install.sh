@@ -20,7 +20,7 @@ fi
 
 export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON}"
 extras=""
-[[ $with_tests == 1 ]] && extras="[test]"
+[[ $with_tests == 1 ]] && extras="[test,ray]"
 
 # Skip pip when nothing changed since the last install of the same flavour.
 stamp=".venv/.arbor-install-$(sha256sum pyproject.toml | cut -c1-16)${extras:+-test}"
