@@ -1,0 +1,281 @@
+"""Per-node allocation search vs the exhaustive optimum, on recorded (SIMULATED) outcomes.
+
+Loads ``bench/data/outcome_table.json.gz`` (4 nodes × 5 options = 625 assignments × 60
+examples, written by ``bench/make_outcome_table.py``; simulated, no model was run) and, for
+three budgets (the 30th, 50th and 80th percentile of the assignments' mean cost per example),
+runs side by side in one process:
+
+* ``exhaustive``: all 625 assignments, the optimum every other row is divided by;
+* ``uniform``: the best assignment with the same option on every node (the uniform baseline);
+* ``coordinate descent`` and ``successive halving``, each capped at 10% of 625 trials
+  (successive halving also as the mean over 10 seeds, since one seed can be lucky);
+* ``llm-guided`` (AgentTTS-style) with the bundled model, only with ``--llm`` (20 trials; takes
+  minutes on 2 cores; run it as ``flock /tmp/arbor-model.lock .venv/bin/python ...``), next to
+  its control: the same search without a model, where every round is a random mutation of the
+  best so far (mean of 10 seeds).
+
+Trials are full-dataset evaluations: successive halving's partial runs count as the fraction of
+examples they ran, so "evals" is comparable across methods. The target is >= 95% of the
+optimum's accuracy with <= 10% of the exhaustive trials. Usage::
+
+    .venv/bin/python bench/allocation_search.py [--table PATH] [--llm] [--llm-trials 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from engine.backends.base import Backend, ChatMessage, Completion, TokenCallback
+from engine.errors import ModelUnavailable
+from engine.model_settings import GenerationConfig
+from engine.outcome_table import OutcomeTable, TableEvaluator
+from engine.search import (
+    SearchResult,
+    best_uniform,
+    coordinate_descent,
+    exhaustive,
+    llm_guided_search,
+    successive_halving,
+)
+
+DEFAULT_TABLE = Path(__file__).resolve().parent / "data" / "outcome_table.json.gz"
+PERCENTILES = (30, 50, 80)
+TRIAL_SHARE = 0.10
+TARGET_RATIO = 0.95
+SEEDS = 10
+
+
+@dataclass
+class Row:
+    method: str
+    percentile: int
+    budget: float
+    accuracy: float | None
+    ratio: float | None
+    trials_used: float
+    evaluations: float
+    seconds: float
+
+    def meets(self, exhaustive_size: int) -> bool:
+        return (
+            self.ratio is not None
+            and self.ratio >= TARGET_RATIO - 1e-9
+            and self.evaluations <= TRIAL_SHARE * exhaustive_size + 1e-9
+        )
+
+
+def budget_at(costs: list[float], percentile: int) -> float:
+    """Nearest-rank percentile of the assignments' mean costs (so some assignment costs it)."""
+    ordered = sorted(costs)
+    return ordered[max(0, math.ceil(percentile / 100 * len(ordered)) - 1)]
+
+
+def _row(result: SearchResult, percentile: int, optimum: float, seconds: float) -> Row:
+    accuracy = result.best.accuracy if result.best is not None else None
+    return Row(
+        result.method,
+        percentile,
+        result.budget,
+        accuracy,
+        None if accuracy is None or optimum <= 0 else accuracy / optimum,
+        result.trials_used,
+        result.evaluations,
+        seconds,
+    )
+
+
+class NoModel(Backend):
+    """The control for llm-guided search: every call fails, so every round is a mutation."""
+
+    label = "no model"
+
+    def complete(
+        self,
+        messages: list[ChatMessage],
+        config: GenerationConfig,
+        *,
+        json_schema: dict[str, Any] | None = None,
+        on_token: TokenCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Completion:
+        raise ModelUnavailable("the control run has no model")
+
+
+def _proposal_summary(result: SearchResult) -> str:
+    """How many rounds the model's proposal was used, and why the others fell back."""
+    rounds = result.trials[1:]
+    used = sum(t.note.startswith("llm proposal") for t in rounds)
+    reasons = Counter(t.note.split(":")[1].strip() for t in rounds if t.note.startswith("fallback"))
+    why = ", ".join(f"{count} {reason}" for reason, count in reasons.most_common())
+    return f"{used} of {len(rounds)} model proposals used" + (f"; fallbacks: {why}" if why else "")
+
+
+def _timed(run: Callable[[], SearchResult]) -> tuple[SearchResult, float]:
+    started = time.perf_counter()
+    result = run()
+    return result, time.perf_counter() - started
+
+
+def _mean_row(
+    name: str, search: Callable[[int], SearchResult], percentile: int, optimum: float
+) -> Row:
+    """One row averaging a seeded search over ``SEEDS`` seeds (one seed can be lucky)."""
+    started = time.perf_counter()
+    results = [search(seed) for seed in range(SEEDS)]
+    seconds = (time.perf_counter() - started) / SEEDS
+    accuracy = statistics.mean(r.best.accuracy if r.best else 0.0 for r in results)
+    return Row(
+        name,
+        percentile,
+        results[0].budget,
+        accuracy,
+        accuracy / optimum if optimum else None,
+        statistics.mean(r.trials_used for r in results),
+        statistics.mean(r.evaluations for r in results),
+        seconds,
+    )
+
+
+def _compare(
+    table: OutcomeTable,
+    percentile: int,
+    budget: float,
+    cap: int,
+    backend: Backend | None,
+    llm_trials: int,
+) -> list[Row]:
+    """Every method at one budget, each with a fresh evaluator over the same table."""
+    space = table.space
+    found, seconds = _timed(lambda: exhaustive(space, TableEvaluator(table), budget=budget))
+    optimum = found.best.accuracy if found.best is not None else 0.0
+    rows = [_row(found, percentile, optimum, seconds)]
+    where = space.describe(found.best.assignment) if found.best else "nothing feasible"
+    print(f"p{percentile} budget {budget:.6g} {table.cost_unit}/example: optimum {optimum:.3f}")
+    print(f"    = {where}")
+    runs: list[Callable[[], SearchResult]] = [
+        lambda: best_uniform(space, TableEvaluator(table), budget=budget),
+        lambda: coordinate_descent(space, TableEvaluator(table), budget=budget, max_trials=cap),
+        lambda: successive_halving(
+            space, TableEvaluator(table), budget=budget, max_trials=cap, seed=0
+        ),
+    ]
+    if backend is not None:
+        runs.append(
+            lambda: llm_guided_search(
+                space, TableEvaluator(table), budget=budget, max_trials=llm_trials, backend=backend
+            )
+        )
+    for run in runs:
+        result, seconds = _timed(run)
+        rows.append(_row(result, percentile, optimum, seconds))
+        if result.method == "llm-guided":
+            print(f"    llm-guided p{percentile}: {_proposal_summary(result)}")
+    rows.append(
+        _mean_row(
+            f"successive halving, mean of {SEEDS} seeds",
+            lambda seed: successive_halving(
+                space, TableEvaluator(table), budget=budget, max_trials=cap, seed=seed
+            ),
+            percentile,
+            optimum,
+        )
+    )
+    if backend is not None:
+        # The control: the same search with every model call failing, so every round is a
+        # mutation of the best so far. The model earns its cost only if it beats this.
+        rows.append(
+            _mean_row(
+                f"llm-guided without a model (mutations), mean of {SEEDS} seeds",
+                lambda seed: llm_guided_search(
+                    space,
+                    TableEvaluator(table),
+                    budget=budget,
+                    max_trials=llm_trials,
+                    backend=NoModel(),
+                    seed=seed,
+                ),
+                percentile,
+                optimum,
+            )
+        )
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--table", type=Path, default=DEFAULT_TABLE)
+    parser.add_argument("--llm", action="store_true", help="also run llm-guided search")
+    parser.add_argument("--llm-trials", type=int, default=20)
+    args = parser.parse_args()
+
+    table = OutcomeTable.load(args.table)
+    space = table.space
+    size = space.size
+    cap = max(1, int(TRIAL_SHARE * size))
+    simulated = " (SIMULATED outcomes)" if table.metadata.get("simulated") else ""
+    print(
+        f"table: {args.table.name}{simulated}: {len(space.nodes)} nodes, "
+        f"{' x '.join(str(len(o)) for o in space.options.values())} = {size} assignments, "
+        f"{table.n_examples} examples, cost in {table.cost_unit} per example"
+    )
+    backend = None
+    if args.llm:
+        from engine.backends import backend_for
+        from engine.model_settings import ModelRef
+
+        backend = backend_for(ModelRef())
+
+    costs = list(table.assignment_costs().values())
+    rows: list[Row] = []
+    for percentile in PERCENTILES:
+        llm_trials = min(cap, args.llm_trials)
+        rows.extend(
+            _compare(table, percentile, budget_at(costs, percentile), cap, backend, llm_trials)
+        )
+
+    print()
+    width = max(len(f"{row.method} @p{row.percentile}") for row in rows)
+    header = (
+        f"{'method':<{width}} {'budget':>10} {'accuracy':>8} {'acc/opt':>7} {'trials':>6} "
+        f"{'evals':>6} {'evals/exh':>9} {'time s':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        accuracy = "-" if row.accuracy is None else f"{row.accuracy:.3f}"
+        ratio = "-" if row.ratio is None else f"{row.ratio:.3f}"
+        print(
+            f"{row.method + f' @p{row.percentile}':<{width}} {row.budget:>10.6f} {accuracy:>8} "
+            f"{ratio:>7} {row.trials_used:>6.1f} {row.evaluations:>6.1f} "
+            f"{row.evaluations / size:>9.3f} {row.seconds:>7.2f}"
+        )
+    print()
+    print("exhaustive is the reference: every acc/opt above divides by its accuracy")
+    for method in dict.fromkeys(row.method for row in rows if row.method != "exhaustive"):
+        mine = [row for row in rows if row.method == method]
+        met = sum(row.meets(size) for row in mine)
+        worst = min((row.ratio or 0.0) for row in mine)
+        most = max(row.evaluations for row in mine) / size
+        verdict = "MET" if met == len(mine) else "NOT met"
+        print(
+            f"target (>= {TARGET_RATIO:.0%} of optimum with <= {TRIAL_SHARE:.0%} of trials) "
+            f"{verdict:<7} for {method}: {met}/{len(mine)} budgets, worst acc/opt {worst:.3f}, "
+            f"most evals/exhaustive {most:.3f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
