@@ -1,6 +1,6 @@
 # Two commands: `make ui` installs everything and opens the UI on the bundled model;
 # `make test` installs everything (test tools and Chromium included) and runs the whole suite.
-.PHONY: ui test lint bench
+.PHONY: ui test test-examples lint bench
 
 ui:
 	bash scripts/install.sh
@@ -10,6 +10,11 @@ test:
 	bash scripts/install.sh --test
 	.venv/bin/ruff check .
 	.venv/bin/python -m pytest
+
+# All 12 example tasks through the real planner (the default suite decomposes 5 of them).
+test-examples:
+	bash scripts/install.sh --test
+	ARBOR_ALL_EXAMPLES=1 .venv/bin/python -m pytest tests/test_example_tasks.py
 
 # Every script in bench/ prints its own side-by-side ratios; one at a time (they share 2 cores).
 bench:

@@ -10,6 +10,9 @@ python run.py sessions            list saved sessions
 python run.py runs                recent runs (interrupted ones flagged)
 python run.py resume RUN_ID       continue an interrupted run, reusing its finished calls
 python run.py models              the model registry (list, add-local, add-remote, remove, test)
+python run.py allocate FILE       per-node budget allocation (policy, strategy, caps)
+python run.py eval FILE DATASET   accuracy, tokens, cost, cost-of-pass, Pareto frontier
+python run.py search FILE DATASET model + strategy + budget per node under a budget, on a dev set
 """
 
 from __future__ import annotations
@@ -70,23 +73,11 @@ def _load_run_target(path: Path, workspace):
 
 
 def run_file(args: argparse.Namespace) -> int:
-    from engine.budget import RunCaps
     from storage.workspace import Workspace
 
     workspace = Workspace()
     plan, caps, session_id = _load_run_target(Path(args.file), workspace)
-    caps = caps or RunCaps()
-    overrides = {
-        key: value
-        for key, value in {
-            "total_tokens": args.total_tokens,
-            "max_tokens_per_node": args.max_tokens_per_node,
-            "max_parallel": args.max_parallel,
-        }.items()
-        if value is not None
-    }
-    caps = caps.model_copy(update=overrides)
-    RunCaps.model_validate(caps.model_dump())
+    caps = _caps_from(args, caps)
 
     result = workspace.run_plan(
         plan,
@@ -322,6 +313,195 @@ def resume_run(args: argparse.Namespace) -> int:
     return report_run(result, workspace)
 
 
+# -- test-time compute: allocation, evaluation, search ---------------------------------------
+def _caps_from(args: argparse.Namespace, caps):
+    """``caps`` with the command line's cap options applied (validated)."""
+    from engine.budget import RunCaps
+
+    overrides = {
+        key: value
+        for key, value in {
+            "total_tokens": getattr(args, "total_tokens", None),
+            "max_tokens_per_node": getattr(args, "max_tokens_per_node", None),
+            "max_parallel": getattr(args, "max_parallel", None),
+            "total_cost_usd": getattr(args, "cost_cap", None),
+            "wall_time_s": getattr(args, "time_cap", None),
+        }.items()
+        if value is not None
+    }
+    return RunCaps.model_validate({**(caps or RunCaps()).model_dump(), **overrides})
+
+
+def _print_table(rows: list[dict], columns: list[str]) -> None:
+    def cell(value: object) -> str:
+        if isinstance(value, float):
+            return "inf" if value == float("inf") else f"{value:.4g}"
+        return "-" if value is None else str(value)
+
+    cells = [[cell(row.get(column)) for column in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+
+
+def allocate_plan(args: argparse.Namespace) -> int:
+    """Show (and with -o save) the per-node allocation a run of the plan would use."""
+    from engine.allocation import allocate
+    from engine.compute_config import strategy_from_spec
+
+    plan = _read_plan(args.file)
+    if args.policy:
+        plan.allocation = plan.allocation.model_copy(update={"kind": args.policy})
+    if args.decay:
+        plan.allocation = plan.allocation.model_copy(update={"decay": args.decay})
+    if args.strategy:
+        plan.default_strategy = strategy_from_spec(args.strategy)
+    caps = _caps_from(args, None)
+    rows = allocate(plan, caps).rows()
+    _print_table(rows, ["node", "difficulty", "model", "strategy", "max_tokens",
+                        "planned_tokens", "planned_usd", "token_cap", "source"])  # fmt: skip
+    print(f"policy: {plan.allocation.kind}; {caps.total_tokens} tokens in all")
+    if args.output:
+        _write_plan(plan, args.output)
+    return 0
+
+
+def _dataset(name_or_path: str):
+    from engine.evaluation import load_dataset, shipped_datasets
+
+    shipped = shipped_datasets()
+    return load_dataset(shipped.get(name_or_path, name_or_path))
+
+
+def _runner(args: argparse.Namespace, workspace):
+    from storage.pools import pool_from_settings
+
+    return pool_from_settings(workspace, ray_address=args.ray, workers=args.workers)
+
+
+def evaluate_plan(args: argparse.Namespace) -> int:
+    """Run a plan (or one configuration per --strategy) over a dataset; print the metrics."""
+    from engine.compute_config import strategy_from_spec
+    from engine.evaluation import (
+        CheckerConfig,
+        PlanConfiguration,
+        accuracy_cost_chart,
+        evaluate,
+    )
+    from storage.evaluations import save_report
+    from storage.workspace import Workspace
+
+    workspace = Workspace()
+    plan = _read_plan(args.file)
+    dataset = _dataset(args.dataset)
+    caps = _caps_from(args, None)
+    configurations = [PlanConfiguration("plan", plan, caps)]
+    if args.strategy:
+        configurations = []
+        for spec in args.strategy:
+            variant = plan.model_copy(deep=True)
+            variant.default_strategy = strategy_from_spec(spec)
+            variant.allocation = variant.allocation.model_copy(update={"kind": "uniform"})
+            configurations.append(PlanConfiguration(spec, variant, caps))
+    checker = CheckerConfig(kind=args.checker)
+
+    def narrate(outcome) -> None:
+        mark = "ok " if outcome.correct else "no "
+        replay = " (replayed)" if outcome.replayed else ""
+        print(f"  {mark}{outcome.configuration} {outcome.example_id}{replay}", file=sys.stderr)
+
+    report = evaluate(
+        dataset, configurations, checker, runner=_runner(args, workspace),
+        on_outcome=narrate, limit=args.limit,
+    )  # fmt: skip
+    save_report(workspace.traces, report)
+    _print_table(report.rows(), ["configuration", "n", "accuracy", "mean_tokens",
+                                 "mean_cost_usd", "mean_latency_s", "cost_of_pass_tokens",
+                                 "cost_of_pass_usd", "replayed"])  # fmt: skip
+    unit = "usd" if any(r.mean_cost_usd for r in report.results) else "tokens"
+    print(f"pareto frontier (accuracy vs {unit}): {', '.join(report.frontier(unit)) or '-'}")
+    print(f"evaluation id: {report.evaluation_id} ({report.status})")
+    if args.chart:
+        accuracy_cost_chart(report, unit).save(args.chart)
+        print(f"chart written to {args.chart}", file=sys.stderr)
+    return 0 if report.status == "completed" else 1
+
+
+def search_plan(args: argparse.Namespace) -> int:
+    """Search model + strategy + output limit per node on a dev set, within a budget."""
+    from engine.backends import backend_for
+    from engine.compute_config import strategy_from_spec
+    from engine.dev_search import DatasetEvaluator, run_search
+    from engine.evaluation import CheckerConfig
+    from engine.plan import ModelRef
+    from engine.registry import Registry
+    from engine.search import SearchSpace
+    from storage.evaluations import save_report
+    from storage.workspace import Workspace
+
+    workspace = Workspace()
+    plan = _read_plan(args.file)
+    registry = Registry.in_data_dir(workspace.root)
+    models = []
+    for name in args.models.split(","):
+        name = name.strip()
+        ref = ModelRef() if name == "bundled" else registry.get(name).ref
+        models.append((name, ref))
+    space = SearchSpace.from_choices(
+        plan,
+        models,
+        [strategy_from_spec(spec) for spec in args.strategies.split(",")],
+        [int(tokens) for tokens in args.max_tokens.split(",")],
+        nodes=args.nodes.split(",") if args.nodes else None,
+    )
+    dataset = _dataset(args.dataset)
+    if args.limit:
+        dataset.examples = dataset.examples[: args.limit]
+    evaluator = DatasetEvaluator(
+        plan, space, dataset, CheckerConfig(kind=args.checker), _runner(args, workspace),
+        _caps_from(args, None), cost_unit=args.cost,
+    )  # fmt: skip
+    proposer = backend_for(registry.get(args.proposer).ref if args.proposer else ModelRef())
+
+    def narrate(trial) -> None:
+        print(f"  trial: accuracy {trial.accuracy:.2f}, cost {trial.cost:.4g} {args.cost}"
+              f" on {trial.n_examples} ({trial.note})", file=sys.stderr)  # fmt: skip
+
+    result = run_search(
+        args.method, evaluator, budget=args.budget, max_trials=args.max_trials,
+        proposer=proposer if args.method == "llm" else None, on_trial=narrate,
+    )  # fmt: skip
+    for report in evaluator.reports:
+        save_report(workspace.traces, report, kind="search")
+    print(f"method: {result.method}; {result.trials_used} trial(s) of {space.size} possible;"
+          f" stopped: {result.stop_reason}")  # fmt: skip
+    if result.best is None:
+        print(f"no assignment stays within {args.budget} {args.cost} per example")
+        return 1
+    best = result.best
+    print(f"best: accuracy {best.accuracy:.2%} at {best.cost:.4g} {args.cost} per example")
+    for node_id, label in space.describe(best.assignment).items():
+        print(f"  {node_id}: {label}")
+    if args.apply:
+        _write_plan(space.apply(plan, best.assignment), args.output or args.file)
+    return 0
+
+
+def _cap_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--total-tokens", type=int)
+    command.add_argument("--max-tokens-per-node", type=int)
+    command.add_argument("--cost-cap", type=float, help="most dollars a run may spend")
+    command.add_argument("--time-cap", type=float, help="most seconds a run may take")
+
+
+def _pool_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--workers", type=int, default=1, help="runs at once")
+    command.add_argument(
+        "--ray", metavar="ADDRESS", help="run on Ray ('local' or a cluster; env ARBOR_RAY_ADDRESS)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="run.py", description="Arbor: plan, run, trace.")
     parser.add_argument("--host", default=os.environ.get("ARBOR_HOST", "127.0.0.1"))
@@ -334,6 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--total-tokens", type=int)
     run.add_argument("--max-tokens-per-node", type=int)
     run.add_argument("--max-parallel", type=int)
+    run.add_argument("--cost-cap", type=float, help="most dollars the run may spend")
+    run.add_argument("--time-cap", type=float, help="most seconds the run may take")
     run.add_argument(
         "--no-cache", action="store_true", help="call every model again; reuse nothing recorded"
     )
@@ -382,6 +564,60 @@ def build_parser() -> argparse.ArgumentParser:
     res = commands.add_parser("resume", help="continue an interrupted run, reusing finished calls")
     res.add_argument("run_id", metavar="RUN_ID")
     res.set_defaults(handler=resume_run)
+
+    alo = commands.add_parser("allocate", help="show the per-node budget allocation of a plan")
+    alo.add_argument("file", help="plan file, JSON or YAML")
+    alo.add_argument("--policy", choices=["uniform", "difficulty", "fast_deliberate"])
+    alo.add_argument("--decay", choices=["constant", "linear", "polynomial", "exponential",
+                                         "cosine"])  # fmt: skip
+    alo.add_argument("--strategy", help="plan default strategy: single, bo3, sc5, refine2 ...")
+    _cap_options(alo)
+    alo.add_argument("-o", "--output", help="write the plan with these settings here")
+    alo.set_defaults(handler=allocate_plan)
+
+    evl = commands.add_parser("eval", help="run a plan over a dataset: accuracy, cost, frontier")
+    evl.add_argument("file", help="plan file, JSON or YAML")
+    evl.add_argument("dataset", help="CSV/JSONL file, or a shipped one: arithmetic, capitals ...")
+    evl.add_argument(
+        "--strategy",
+        action="append",
+        metavar="SPEC",
+        help="one configuration per strategy (repeatable): single, bo3, sc5, refine2",
+    )
+    evl.add_argument(
+        "--checker",
+        default="normalised",
+        choices=["exact", "normalised", "numeric", "regex", "judge"],
+    )
+    evl.add_argument("--limit", type=int, help="only the first N examples")
+    evl.add_argument("--chart", help="write the accuracy-vs-cost chart (HTML/PNG/JSON) here")
+    _pool_options(evl)
+    _cap_options(evl)
+    evl.set_defaults(handler=evaluate_plan)
+
+    sea = commands.add_parser("search", help="search model + strategy + budget per node")
+    sea.add_argument("file", help="plan file, JSON or YAML")
+    sea.add_argument("dataset", help="CSV/JSONL file, or a shipped one")
+    sea.add_argument("--budget", type=float, required=True, help="most cost per example")
+    sea.add_argument("--cost", choices=["tokens", "usd"], default="tokens")
+    sea.add_argument("--method", choices=["coordinate", "halving", "llm"], default="coordinate")
+    sea.add_argument("--max-trials", type=int, default=12)
+    sea.add_argument("--models", default="bundled", help="registry names, comma-separated")
+    sea.add_argument("--strategies", default="single,sc3", help="e.g. single,sc3,bo3")
+    sea.add_argument("--max-tokens", default="32", help="output limits, e.g. 16,64")
+    sea.add_argument("--nodes", help="only these nodes (default: all)")
+    sea.add_argument("--proposer", help="registry name of the LLM proposing (--method llm)")
+    sea.add_argument(
+        "--checker",
+        default="normalised",
+        choices=["exact", "normalised", "numeric", "regex", "judge"],
+    )
+    sea.add_argument("--limit", type=int, help="only the first N examples")
+    sea.add_argument("--apply", action="store_true", help="write the best assignment's plan")
+    sea.add_argument("-o", "--output", help="where --apply writes (default: the plan file)")
+    _pool_options(sea)
+    _cap_options(sea)
+    sea.set_defaults(handler=search_plan)
 
     mod = commands.add_parser("models", help="the model registry (default: list it)")
     mod.set_defaults(handler=list_models)

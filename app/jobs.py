@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.budget import RunCaps
-from engine.events import Event, ModelCallFinished, NodeFinished, NodeProgress, NodeStarted
+from engine.events import (
+    BudgetUpdate,
+    Event,
+    ModelCallFinished,
+    NodeFinished,
+    NodeProgress,
+    NodeStarted,
+)
 from engine.executor import RunResult, new_run_id
 from engine.plan import Plan
 from storage.workspace import Workspace
@@ -31,6 +38,8 @@ class RunJob:
     reused: set[str] = field(default_factory=set)
     tokens_used: int = 0
     cost_usd: float = 0.0
+    #: The latest spent-against-allowed figures (``BudgetUpdate``), for the live meter.
+    meter: dict[str, Any] | None = None
     result: RunResult | None = None
     error: str | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -50,6 +59,15 @@ class RunJob:
             elif isinstance(event, ModelCallFinished):
                 self.tokens_used += event.input_tokens + event.output_tokens
                 self.cost_usd += event.cost_usd
+            elif isinstance(event, BudgetUpdate):
+                self.meter = {
+                    "tokens_used": event.tokens_used,
+                    "tokens_allowed": event.tokens_allowed,
+                    "cost_used_usd": event.cost_used_usd,
+                    "cost_allowed_usd": event.cost_allowed_usd,
+                    "elapsed_s": event.elapsed_s,
+                    "time_allowed_s": event.time_allowed_s,
+                }
 
     @property
     def done(self) -> bool:
@@ -65,6 +83,7 @@ class RunJob:
                 "reused": set(self.reused),
                 "tokens_used": self.tokens_used,
                 "cost_usd": self.cost_usd,
+                "meter": dict(self.meter) if self.meter else None,
                 "result": self.result,
                 "error": self.error,
             }

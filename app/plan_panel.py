@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import streamlit as st
 
+from app import compute_panel
 from app.graph import picked_node, plan_chart
 from app.widgets import model_picker
 from engine import editing
@@ -82,7 +83,10 @@ def toolbar(session: ArborSession) -> None:
         flash("info", "Redone.")
         st.rerun()
     colour_col.radio(
-        "Colour nodes by", ["status", "difficulty"], horizontal=True, key="colour_by",
+        "Colour nodes by",
+        ["status", "difficulty"],
+        horizontal=True,
+        key="colour_by",
         label_visibility="collapsed",
     )
     for column, fmt in ((json_col, "json"), (yaml_col, "yaml")):
@@ -142,7 +146,9 @@ def node_editor(session: ArborSession, plan: Plan, selected: str) -> None:
         )
         difficulty_col, reason_col = st.columns([1, 2])
         difficulty = difficulty_col.selectbox(
-            "Difficulty", [None, 1, 2, 3, 4, 5], index=node.difficulty or 0,
+            "Difficulty",
+            [None, 1, 2, 3, 4, 5],
+            index=node.difficulty or 0,
             format_func=lambda d: "unrated" if d is None else str(d),
         )
         reason = reason_col.text_input("Why", value=node.difficulty_reason or "")
@@ -157,8 +163,13 @@ def node_editor(session: ArborSession, plan: Plan, selected: str) -> None:
                 session,
                 f"edit {selected}",
                 lambda: editing.update_node(
-                    plan, selected, title=title, instruction=instruction,
-                    depends_on=depends_on, model=node_model, difficulty=difficulty,
+                    plan,
+                    selected,
+                    title=title,
+                    instruction=instruction,
+                    depends_on=depends_on,
+                    model=node_model,
+                    difficulty=difficulty,
                     difficulty_reason=reason.strip() or None,
                 ),
             )
@@ -177,12 +188,22 @@ def restructure(session: ArborSession, plan: Plan, selected: str) -> None:
     parent = None if is_root else plan.parent_of(selected)
     row1 = st.columns(4)
     if row1[0].button("Add child", key="add_child"):
-        apply_edit(session, "add child", lambda: editing.add_child(
-            plan, selected, _fresh_title(plan), "Describe what this step produces."))
+        apply_edit(
+            session,
+            "add child",
+            lambda: editing.add_child(
+                plan, selected, _fresh_title(plan), "Describe what this step produces."
+            ),
+        )
         st.rerun()
     if row1[1].button("Add sibling", key="add_sibling", disabled=is_root):
-        apply_edit(session, "add sibling", lambda: editing.add_sibling(
-            plan, selected, _fresh_title(plan), "Describe what this step produces."))
+        apply_edit(
+            session,
+            "add sibling",
+            lambda: editing.add_sibling(
+                plan, selected, _fresh_title(plan), "Describe what this step produces."
+            ),
+        )
         st.rerun()
     if row1[2].button("Duplicate", key="duplicate", disabled=is_root):
         apply_edit(session, "duplicate", lambda: editing.duplicate_node(plan, selected))
@@ -194,12 +215,17 @@ def restructure(session: ArborSession, plan: Plan, selected: str) -> None:
         candidates = [n for n in nodes if n != selected and n not in nodes[selected].depends_on]
         dep_col, go_col = st.columns([3, 1])
         dep = dep_col.selectbox(
-            f"{selected} uses the output of", candidates, key="dep_choice",
+            f"{selected} uses the output of",
+            candidates,
+            key="dep_choice",
             format_func=lambda nid: f"{nid}: {nodes[nid].title}",
         )
         if go_col.button("Add edge", key="add_dep") and dep:
-            if apply_edit(session, f"add dependency {selected} <- {dep}",
-                          lambda: editing.add_dependency(plan, selected, dep)):
+            if apply_edit(
+                session,
+                f"add dependency {selected} <- {dep}",
+                lambda: editing.add_dependency(plan, selected, dep),
+            ):
                 st.session_state.show_dep_picker = False
             st.rerun()
     row2 = st.columns(4)
@@ -207,32 +233,41 @@ def restructure(session: ArborSession, plan: Plan, selected: str) -> None:
         siblings = [child.id for child in parent.children]
         position = siblings.index(selected)
         if row2[0].button("Move up", key="move_up", disabled=position == 0):
-            apply_edit(session, "move up",
-                       lambda: editing.reorder_node(plan, selected, position - 1))
+            apply_edit(
+                session, "move up", lambda: editing.reorder_node(plan, selected, position - 1)
+            )
             st.rerun()
         if row2[1].button("Move down", key="move_down", disabled=position == len(siblings) - 1):
-            apply_edit(session, "move down",
-                       lambda: editing.reorder_node(plan, selected, position + 1))
+            apply_edit(
+                session, "move down", lambda: editing.reorder_node(plan, selected, position + 1)
+            )
             st.rerun()
         if row2[2].button("Delete subtree", key="delete_subtree"):
-            apply_edit(session, f"delete {selected}",
-                       lambda: editing.remove_node(plan, selected))
+            apply_edit(session, f"delete {selected}", lambda: editing.remove_node(plan, selected))
             st.rerun()
         if row2[3].button("Delete, keep children", key="delete_keep"):
-            apply_edit(session, f"delete {selected} (children kept)",
-                       lambda: editing.remove_node(plan, selected, keep_children=True))
+            apply_edit(
+                session,
+                f"delete {selected} (children kept)",
+                lambda: editing.remove_node(plan, selected, keep_children=True),
+            )
             st.rerun()
         nodes = plan.nodes()
         targets = [n for n in nodes if n != selected and n != parent.id]
         if targets:
             move_col, go_col = st.columns([3, 1])
             target = move_col.selectbox(
-                "Move under", targets, key="move_target",
+                "Move under",
+                targets,
+                key="move_target",
                 format_func=lambda nid: f"{nid}: {nodes[nid].title}",
             )
             if go_col.button("Move", key="move_node"):
-                apply_edit(session, f"move {selected} under {target}",
-                           lambda: editing.move_node(plan, selected, target))
+                apply_edit(
+                    session,
+                    f"move {selected} under {target}",
+                    lambda: editing.move_node(plan, selected, target),
+                )
                 st.rerun()
 
 
@@ -241,16 +276,21 @@ def planner_actions(session: ArborSession, plan: Plan, selected: str, model: Mod
     cols = st.columns(4)
     if cols[0].button("Expand with planner", key="expand_node"):
         with st.spinner(f"Splitting {selected}..."):
-            _planner_result(session, f"expand {selected}",
-                            lambda: expand_node(plan, selected, model))
+            _planner_result(
+                session, f"expand {selected}", lambda: expand_node(plan, selected, model)
+            )
         st.rerun()
     if cols[1].button("Re-plan subtree", key="replan_subtree"):
         with st.spinner(f"Re-planning below {selected}..."):
-            _planner_result(session, f"re-plan {selected}",
-                            lambda: replan_subtree(plan, selected, model))
+            _planner_result(
+                session, f"re-plan {selected}", lambda: replan_subtree(plan, selected, model)
+            )
         st.rerun()
-    if cols[2].button("Rate difficulty", key="rate_difficulty",
-                      help="Rate every node that has no difficulty yet (1-5, with a reason)."):
+    if cols[2].button(
+        "Rate difficulty",
+        key="rate_difficulty",
+        help="Rate every node that has no difficulty yet (1-5, with a reason).",
+    ):
         with st.spinner("Rating unrated nodes..."):
             try:
                 rated, notes = rate_difficulty(plan, model)
@@ -265,21 +305,24 @@ def planner_actions(session: ArborSession, plan: Plan, selected: str, model: Mod
     k = cols[3].number_input("Alternatives", min_value=2, max_value=4, value=2, key="alt_k")
     scope_col, go_col = st.columns([2, 1])
     scope = scope_col.radio(
-        "Alternatives for", ["whole task", "selected subtree"], horizontal=True, key="alt_scope",
+        "Alternatives for",
+        ["whole task", "selected subtree"],
+        horizontal=True,
+        key="alt_scope",
         disabled=selected == plan.root.id,
     )
     under = selected if scope == "selected subtree" and selected != plan.root.id else None
     if go_col.button("Sample alternative plans", key="sample_alternatives"):
         with st.spinner(f"Sampling {k} plans..."):
             try:
-                results = sample_alternatives(
-                    plan.task, int(k), model, plan=plan, node_id=under
-                )
+                results = sample_alternatives(plan.task, int(k), model, plan=plan, node_id=under)
             except ArborError as exc:
                 flash("error", str(exc))
             else:
                 st.session_state.alternatives = {
-                    "results": results, "under": under or plan.root.id, "base": plan
+                    "results": results,
+                    "under": under or plan.root.id,
+                    "base": plan,
                 }
         st.rerun()
 
@@ -292,8 +335,11 @@ def _planner_result(session: ArborSession, label: str, call: Callable[[], object
         return
     notes = list(getattr(result, "notes", []))
     if getattr(result, "fallback", False):
-        flash("warning", f"{label}: the planner's output was unusable; the plan is unchanged. "
-              + " ".join(notes))
+        flash(
+            "warning",
+            f"{label}: the planner's output was unusable; the plan is unchanged. "
+            + " ".join(notes),
+        )
         return
     apply_edit(session, label, lambda: result.plan)
     for note in notes:
@@ -374,8 +420,9 @@ def revisions_panel(session: ArborSession, ws: Workspace) -> None:
 
 
 def import_box(session: ArborSession) -> None:
-    upload = st.file_uploader("Import a plan (JSON or YAML)", type=["json", "yaml", "yml"],
-                              key="plan_upload")
+    upload = st.file_uploader(
+        "Import a plan (JSON or YAML)", type=["json", "yaml", "yml"], key="plan_upload"
+    )
     if upload is not None and st.button("Import plan", key="import_plan"):
         text = upload.getvalue().decode("utf-8", errors="replace")
         try:
@@ -397,9 +444,7 @@ def _fresh_title(plan: Plan) -> str:
     return f"New subtask {index}"
 
 
-def render(
-    session: ArborSession, ws: Workspace, status: dict[str, str], model: ModelRef
-) -> None:
+def render(session: ArborSession, ws: Workspace, status: dict[str, str], model: ModelRef) -> None:
     """The whole plan section for ``session.plan``."""
     plan = session.plan
     assert plan is not None
@@ -412,10 +457,15 @@ def render(
     with editor_col:
         nodes = plan.nodes()
         st.selectbox(
-            "Node", list(nodes), key="selected_node",
+            "Node",
+            list(nodes),
+            key="selected_node",
             format_func=lambda nid: f"{nid}: {nodes[nid].title}",
         )
         node_editor(session, plan, selected)
+        compute_panel.node_compute_form(
+            plan, selected, lambda label, edit: apply_edit(session, label, edit)
+        )
     with st.expander("Restructure", expanded=True):
         restructure(session, plan, selected)
     with st.expander("Planner actions", expanded=True):

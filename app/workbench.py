@@ -7,11 +7,10 @@ import json
 import pandas as pd
 import streamlit as st
 
-from app import plan_panel, state
+from app import compute_panel, plan_panel, state
 from app.charts import tokens_per_node
-from app.widgets import field_slider, model_picker
+from app.widgets import model_picker
 from engine.backends import backend_for
-from engine.budget import RunCaps
 from engine.decompose import decompose
 from engine.errors import ArborError
 from engine.plan import Plan, single_node_plan
@@ -45,21 +44,7 @@ with st.sidebar:
             st.error(str(exc))
 
     st.header("Caps")
-    caps = RunCaps(
-        total_tokens=field_slider(
-            RunCaps, "total_tokens", session.caps.total_tokens, step=100, key="cap_total"
-        ),
-        max_tokens_per_node=field_slider(
-            RunCaps,
-            "max_tokens_per_node",
-            session.caps.max_tokens_per_node,
-            step=16,
-            key="cap_node",
-        ),
-        max_parallel=field_slider(
-            RunCaps, "max_parallel", session.caps.max_parallel, step=1, key="cap_parallel"
-        ),
-    )
+    caps = compute_panel.caps_inputs(session.caps)
     session.caps = caps
 
     st.header("Session")
@@ -141,6 +126,12 @@ plan_panel.render(session, ws, live_status, default_model or plan.default_model)
 plan = session.plan
 nodes = plan.nodes()
 
+
+compute_panel.allocation_panel(
+    plan, caps, lambda label, edit: plan_panel.apply_edit(session, label, edit)
+)
+plan = session.plan
+nodes = plan.nodes()
 
 # -- running -------------------------------------------------------------------------------
 st.subheader("Run")
@@ -227,6 +218,7 @@ def live_progress(run_id: str) -> None:
         text=f"{finished}/{total} nodes finished ({len(snapshot['reused'])} reused), "
         f"{snapshot['tokens_used']} of {caps.total_tokens} tokens used",
     )
+    compute_panel.budget_meter(snapshot["meter"])
     st.dataframe(_progress_table(snapshot), hide_index=True, width="stretch")
     if current.done:
         st.rerun()  # leave polling and draw the final state
@@ -275,6 +267,7 @@ elif run_id:
             hide_index=True,
             width="stretch",
         )
+        compute_panel.samples_view(ws, run_id)
         st.markdown("#### Model calls")
         calls = ws.traces.model_calls(run_id)
         calls_frame = pd.DataFrame(calls)
@@ -282,6 +275,8 @@ elif run_id:
             shown = calls_frame[
                 [
                     "node_id",
+                    "role",
+                    "sample_index",
                     "model",
                     "status",
                     "input_tokens",

@@ -200,3 +200,66 @@ def test_alternatives_are_shown_side_by_side_and_ticked_subtasks_merge(app):
     assert app.session_state.alternatives is None
     app.button(key="undo").click().run()
     assert app.session_state.session.plan.root.children == []
+
+
+@pytest.mark.model
+def test_a_node_strategy_shows_in_the_allocation_and_its_votes_after_the_run(app, tmp_path):
+    _one_node_plan(app, "What is 7 + 5? Answer with a number only.")
+    app.slider(key="cap_node").set_value(16)
+    app.checkbox(key="own_strategy_root").check().run()
+    app.selectbox(key="node_strategy_root_kind").set_value("self_consistency").run()
+    app.slider(key="node_strategy_root_samples").set_value(3)
+    app.checkbox(key="node_strategy_root_early").uncheck()
+    app.button(key="apply_compute_root").click().run()
+    assert not app.exception
+    strategy = app.session_state.session.plan.root.strategy
+    assert (strategy.kind, strategy.samples, strategy.early_stop) == ("self_consistency", 3, False)
+    table = _table_with(app, "planned_tokens")
+    assert table.loc[0, "strategy"] == "self-consistency vote ×3"
+    assert "manual strategy" in table.loc[0, "source"]
+
+    app.button(key="run_plan").click().run()
+    run_id = _wait_for_answer(app)
+    calls = Workspace(tmp_path).traces.model_calls(run_id)
+    assert [c["role"] for c in calls] == ["sample"] * 3
+    heads = [e.label for e in app.expander if "sample(s)" in e.label]
+    assert heads and "self-consistency vote ×3" in heads[0] and "agreement" in heads[0]
+    samples = _table_with(app, "vote")
+    assert list(samples["role"]) == ["sample"] * 3 and samples["selected"].tolist().count("✔") == 1
+
+    # A policy change is seen in the table before any run.
+    app.selectbox(key="policy_kind").set_value("difficulty")
+    app.button(key="apply_policy").click().run()
+    assert app.session_state.session.plan.allocation.kind == "difficulty"
+    table = _table_with(app, "planned_tokens")
+    assert "manual strategy" in table.loc[0, "source"]  # the node's own strategy still wins
+
+
+def _table_with(app: AppTest, column: str):
+    """The first dataframe on the page that has ``column`` (AppTest does not expose keys)."""
+    for frame in app.dataframe:
+        if column in frame.value.columns:
+            return frame.value
+    pytest.fail(f"no table with a {column!r} column on the page")
+
+
+def test_fast_deliberate_policy_shows_which_nodes_get_more_compute(app):
+    from engine.plan import Node
+
+    _one_node_plan(app, "Compare two laptops for a student")
+    plan = app.session_state.session.plan
+    plan.root.children = [
+        Node(id="easy", title="List the specs", instruction="x", difficulty=1),
+        Node(id="hard", title="Weigh the trade-offs", instruction="y", difficulty=5),
+    ]
+    app.run()
+    app.selectbox(key="policy_kind").set_value("fast_deliberate").run()
+    app.slider(key="policy_threshold").set_value(4)
+    app.button(key="apply_policy").click().run()
+    assert not app.exception
+    assert app.session_state.session.plan.allocation.kind == "fast_deliberate"
+    table = _table_with(app, "planned_tokens").set_index("node")
+    assert table.loc["hard", "strategy"] == "self-consistency vote ×5"
+    assert table.loc["easy", "strategy"] == "single call"
+    assert table.loc["hard", "planned_tokens"] > table.loc["easy", "planned_tokens"]
+    assert "deliberate (difficulty 5)" in table.loc["hard", "source"]

@@ -4,11 +4,16 @@ This tests validity, not wisdom: every task must come back as a valid plan (the 
 the one-node fallback, with the reason), within a bounded number of calls and tokens. The run
 is written to ``tests/artifacts/decompose_examples.json`` with the success rate (plans that are
 the model's split, not the fallback) and the median time per task, for the closing note.
+
+The default suite decomposes a fixed, varied subset (short and long, creative and technical,
+English and German), which keeps CI well under its time target; ``ARBOR_ALL_EXAMPLES=1``
+(``make test-examples``) decomposes all of them, as issue 3's success rate was measured.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -26,8 +31,19 @@ ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "decompose_examples.j
 MAX_SECONDS_PER_TASK = 2 * PLANNER_MAX_TOKENS / 5 + 30
 
 
+#: Decomposed in every run: the shortest, the longest, creative, technical, non-English.
+CI_SUBSET = ("lisbon-trip", "haiku", "sql-revenue", "umzug-de", "bakery-online")
+
+
 def example_tasks() -> list[dict[str, Any]]:
     return json.loads(EXAMPLES.read_text(encoding="utf-8"))
+
+
+def tasks_to_decompose() -> list[dict[str, Any]]:
+    tasks = example_tasks()
+    if os.environ.get("ARBOR_ALL_EXAMPLES") == "1":
+        return tasks
+    return [t for t in tasks if t["id"] in CI_SUBSET]
 
 
 def test_the_shipped_examples_are_varied():
@@ -38,13 +54,16 @@ def test_the_shipped_examples_are_varied():
     lengths = [len(t["task"]) for t in tasks]
     assert min(lengths) < 60 and max(lengths) > 1000, "need short and long tasks"
     assert {"technical", "creative", "everyday"} <= {t["kind"] for t in tasks}
+    subset = {t["id"]: t for t in tasks if t["id"] in CI_SUBSET}
+    assert len(subset) == len(CI_SUBSET), "the CI subset names a task that is gone"
+    assert any(t["language"] != "en" for t in subset.values())
 
 
 @pytest.fixture(scope="module")
 def decomposed(bundled_path) -> dict[str, dict[str, Any]]:
     """Every example through ``decompose`` once, timed; the summary goes to the artifact."""
     runs: dict[str, dict[str, Any]] = {}
-    for example in example_tasks():
+    for example in tasks_to_decompose():
         start = time.perf_counter()
         result = decompose(example["task"], ModelRef())
         runs[example["id"]] = {
@@ -85,7 +104,7 @@ def decomposed(bundled_path) -> dict[str, dict[str, Any]]:
 
 
 @pytest.mark.model
-@pytest.mark.parametrize("task_id", [t["id"] for t in example_tasks()])
+@pytest.mark.parametrize("task_id", [t["id"] for t in tasks_to_decompose()])
 def test_example_task_decomposes_into_a_valid_plan_within_bounds(decomposed, task_id):
     run = decomposed[task_id]
     result = run["result"]

@@ -1,0 +1,380 @@
+"""Test-time compute in the workbench: strategies, caps, the allocation table, the live meter
+and the samples of a run grouped under their nodes.
+
+Widgets are built from the pydantic fields' bounds (``engine.compute_config``), so the UI and
+the engine agree on what is allowed; everything here only reads state and calls the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from app.widgets import field_bounds, model_picker
+from engine.allocation import allocate
+from engine.budget import RunCaps
+from engine.checks import check_selector
+from engine.compute_config import (
+    STRATEGY_LABELS,
+    AllocationPolicy,
+    NodeBudget,
+    SelectorConfig,
+    StrategyConfig,
+)
+from engine.errors import ArborError
+from engine.plan import Plan
+from storage.workspace import Workspace
+
+SELECTOR_LABELS = {
+    "judge": "LLM judge",
+    "regex": "regex check",
+    "json_schema": "JSON schema check",
+    "expression": "expression check",
+}
+POLICY_LABELS = {
+    "uniform": "uniform",
+    "difficulty": "by difficulty (Plan-and-Budget)",
+    "fast_deliberate": "fast / deliberate by difficulty (SCALE)",
+}
+
+
+def _slider(model: type, name: str, value: Any, *, key: str, step: Any, label: str | None = None):
+    low, high = field_bounds(model, name)
+    return st.slider(
+        label or name.replace("_", " ").capitalize(),
+        min_value=low,
+        max_value=high,
+        value=min(max(value, low), high),
+        step=step,
+        help=model.model_fields[name].description,
+        key=key,
+    )
+
+
+def strategy_inputs(current: StrategyConfig, *, key: str) -> StrategyConfig:
+    """Inputs for one strategy; returns the edited copy (validation errors raise)."""
+    kinds = list(STRATEGY_LABELS)
+    kind = st.selectbox(
+        "Strategy",
+        kinds,
+        index=kinds.index(current.kind),
+        format_func=STRATEGY_LABELS.__getitem__,
+        key=f"{key}_kind",
+    )
+    values: dict[str, Any] = {"kind": kind}
+    if kind in ("best_of_n", "self_consistency"):
+        values["samples"] = _slider(
+            StrategyConfig, "samples", current.samples, key=f"{key}_samples", step=1
+        )
+        values["temperature"] = _slider(
+            StrategyConfig,
+            "temperature",
+            current.temperature if current.temperature is not None else 0.8,
+            key=f"{key}_temp",
+            step=0.1,
+            label="Sample temperature",
+        )
+    if kind == "best_of_n":
+        values["selector"] = selector_inputs(current.selector, key=f"{key}_sel")
+    if kind == "self_consistency":
+        values["vote_on"] = st.selectbox(
+            "Vote on",
+            ["auto", "number", "text", "first_line"],
+            index=["auto", "number", "text", "first_line"].index(current.vote_on),
+            help=StrategyConfig.model_fields["vote_on"].description,
+            key=f"{key}_vote",
+        )
+        values["early_stop"] = st.checkbox(
+            "Stop early once the vote is settled", value=current.early_stop, key=f"{key}_early"
+        )
+        values["min_samples"] = _slider(
+            StrategyConfig, "min_samples", current.min_samples, key=f"{key}_min", step=1
+        )
+        values["confidence"] = _slider(
+            StrategyConfig, "confidence", current.confidence, key=f"{key}_conf", step=0.01
+        )
+    if kind == "self_refine":
+        values["refine_rounds"] = _slider(
+            StrategyConfig, "refine_rounds", current.refine_rounds, key=f"{key}_rounds", step=1
+        )
+    merged = {**current.model_dump(), **values}
+    if kind == "single":
+        merged["samples"] = 1
+    return StrategyConfig.model_validate(merged)
+
+
+def selector_inputs(current: SelectorConfig, *, key: str) -> SelectorConfig:
+    kinds = list(SELECTOR_LABELS)
+    kind = st.selectbox(
+        "Selector",
+        kinds,
+        index=kinds.index(current.kind),
+        format_func=SELECTOR_LABELS.__getitem__,
+        key=f"{key}_kind",
+    )
+    values: dict[str, Any] = {"kind": kind}
+    if kind == "judge":
+        values["judge_model"] = model_picker(
+            current.judge_model, key=f"{key}_judge", allow_inherit=True
+        )
+    elif kind == "regex":
+        values["pattern"] = st.text_input(
+            "Pattern a good sample contains", value=current.pattern or "", key=f"{key}_re"
+        )
+    elif kind == "json_schema":
+        values["json_schema"] = st.text_area(
+            "JSON schema a good sample matches",
+            value=current.json_schema or '{"type": "object"}',
+            key=f"{key}_schema",
+        )
+    else:
+        values["expression"] = st.text_input(
+            "Expression (higher is better)",
+            value=current.expression or "number is not None and length < 200",
+            help="Names: output, length, words, lines, number; functions: len, lower, upper, "
+            "contains, matches, startswith, endswith, abs, min, max, round.",
+            key=f"{key}_expr",
+        )
+    selector = SelectorConfig.model_validate({**current.model_dump(), **values})
+    check_selector(selector)
+    return selector
+
+
+def node_compute_form(
+    plan: Plan, selected: str, apply: Callable[[str, Callable[[], Plan]], bool]
+) -> None:
+    """Strategy and manual caps of the selected node (None = the policy decides)."""
+    from engine import editing
+
+    node = plan.node(selected)
+    with st.expander(f"Test-time compute of `{selected}`", expanded=False):
+        own = st.checkbox(
+            "Own strategy (otherwise the allocation policy decides)",
+            value=node.strategy is not None,
+            key=f"own_strategy_{selected}",
+        )
+        strategy = None
+        problem = None
+        if own:
+            try:
+                strategy = strategy_inputs(
+                    node.strategy or plan.default_strategy, key=f"node_strategy_{selected}"
+                )
+            except (ArborError, ValueError) as exc:
+                problem = str(exc)
+                st.error(problem)
+        cap_col, money_col = st.columns(2)
+        budget = node.budget or NodeBudget()
+        tokens = cap_col.number_input(
+            "Token cap (0 = none)",
+            min_value=0,
+            max_value=1_000_000,
+            value=budget.tokens or 0,
+            step=50,
+            key=f"node_cap_{selected}",
+            help=NodeBudget.model_fields["tokens"].description,
+        )
+        dollars = money_col.number_input(
+            "Cost cap, USD (0 = none)",
+            min_value=0.0,
+            max_value=1000.0,
+            value=budget.cost_usd or 0.0,
+            step=0.01,
+            format="%.4f",
+            key=f"node_money_{selected}",
+        )
+        if st.button(
+            "Apply compute settings", key=f"apply_compute_{selected}", disabled=bool(problem)
+        ):
+            new_budget = None
+            if tokens or dollars:
+                new_budget = NodeBudget(tokens=tokens or None, cost_usd=dollars or None)
+            if apply(
+                f"compute settings of {selected}",
+                lambda: editing.update_node(plan, selected, strategy=strategy, budget=new_budget),
+            ):
+                st.rerun()
+
+
+def caps_inputs(current: RunCaps) -> RunCaps:
+    """The run's global caps: tokens, money, wall time (and the older per-node limits)."""
+    from app.widgets import field_slider
+
+    total = field_slider(RunCaps, "total_tokens", current.total_tokens, step=100, key="cap_total")
+    per_node = field_slider(
+        RunCaps, "max_tokens_per_node", current.max_tokens_per_node, step=16, key="cap_node"
+    )
+    parallel = field_slider(
+        RunCaps, "max_parallel", current.max_parallel, step=1, key="cap_parallel"
+    )
+    money_on = st.checkbox(
+        "Cap money", value=current.total_cost_usd is not None, key="cap_money_on"
+    )
+    money = None
+    if money_on:
+        money = st.slider(
+            "Total cost, USD",
+            min_value=0.0,
+            max_value=5.0,
+            value=min(current.total_cost_usd or 0.10, 5.0),
+            step=0.01,
+            help=RunCaps.model_fields["total_cost_usd"].description,
+            key="cap_money",
+        )
+    time_on = st.checkbox("Cap wall time", value=current.wall_time_s is not None, key="cap_time_on")
+    wall = None
+    if time_on:
+        wall = float(
+            st.slider(
+                "Wall time, seconds",
+                min_value=5,
+                max_value=3600,
+                value=int(min(max(current.wall_time_s or 120, 5), 3600)),
+                step=5,
+                help=RunCaps.model_fields["wall_time_s"].description,
+                key="cap_time",
+            )
+        )
+    return RunCaps(
+        total_tokens=total,
+        max_tokens_per_node=per_node,
+        max_parallel=parallel,
+        total_cost_usd=money,
+        wall_time_s=wall,
+    )
+
+
+def allocation_panel(
+    plan: Plan, caps: RunCaps, apply: Callable[[str, Callable[[], Plan]], bool]
+) -> None:
+    """The policy, the default strategy, and the per-node allocation the run will use."""
+    st.markdown("#### Budget allocation")
+    policy = plan.allocation
+    kinds = list(POLICY_LABELS)
+    with st.container(border=True):
+        kind = st.selectbox(
+            "Allocation policy",
+            kinds,
+            index=kinds.index(policy.kind),
+            format_func=POLICY_LABELS.__getitem__,
+            key="policy_kind",
+        )
+        values: dict[str, Any] = {"kind": kind}
+        decays = ["constant", "linear", "polynomial", "exponential", "cosine"]
+        values["decay"] = st.selectbox(
+            "Decay along the execution order (by difficulty)",
+            decays,
+            index=decays.index(policy.decay),
+            key="policy_decay",
+        )
+        if kind == "fast_deliberate":
+            values["threshold"] = _slider(
+                AllocationPolicy, "threshold", policy.threshold, key="policy_threshold", step=1,
+                label="Deliberate from difficulty",
+            )  # fmt: skip
+            fast_col, slow_col = st.columns(2)
+            with fast_col:
+                st.caption("Fast model (easy nodes, one call); default: the plan's")
+                values["fast_model"] = model_picker(
+                    policy.fast_model, key="policy_fast", allow_inherit=True
+                )
+            with slow_col:
+                st.caption("Deliberate model (hard nodes); default: the plan's")
+                values["deliberate_model"] = model_picker(
+                    policy.deliberate_model, key="policy_slow", allow_inherit=True
+                )
+                values["deliberate_strategy"] = strategy_inputs(
+                    policy.deliberate_strategy, key="policy_slow_strategy"
+                )
+        st.caption("Plan default strategy (uniform and by-difficulty policies)")
+        default_strategy = strategy_inputs(plan.default_strategy, key="default_strategy")
+        submitted = st.button("Apply policy", key="apply_policy")
+    if submitted:
+        merged = {**policy.model_dump(), **values}
+        new_policy = AllocationPolicy.model_validate(merged)
+
+        def edit() -> Plan:
+            return plan.model_copy(
+                update={"allocation": new_policy, "default_strategy": default_strategy}, deep=True
+            )
+
+        if apply("allocation policy", edit):
+            st.rerun()
+    try:
+        allocation = allocate(plan, caps)
+    except ArborError as exc:
+        st.error(f"No allocation: {exc}")
+        return
+    rows = allocation.rows()
+    frame = pd.DataFrame(rows)
+    st.dataframe(frame, hide_index=True, width="stretch", key="allocation_table")
+    planned = sum(r["planned_tokens"] for r in rows)
+    st.caption(
+        f"{len(rows)} node(s); {planned:,} of {caps.total_tokens:,} tokens planned"
+        + (f"; ${caps.total_cost_usd:g} money cap" if caps.total_cost_usd is not None else "")
+        + ". Shares are recomputed as nodes start: what a node leaves unspent goes to the "
+        "nodes still to run; no node passes its manual cap, no run its caps."
+    )
+
+
+def budget_meter(meter: dict[str, Any] | None) -> None:
+    """Spent against allowed for tokens, money and time, from the run's BudgetUpdate events."""
+    if not meter:
+        return
+    cols = st.columns(3)
+    used, allowed = meter["tokens_used"], meter["tokens_allowed"]
+    cols[0].progress(min(1.0, used / max(1, allowed)), text=f"tokens {used:,} / {allowed:,}")
+    cost, cost_cap = meter["cost_used_usd"], meter["cost_allowed_usd"]
+    if cost_cap:
+        cols[1].progress(min(1.0, cost / cost_cap), text=f"${cost:.4f} / ${cost_cap:g}")
+    else:
+        cols[1].caption(f"${cost:.4f} spent (no money cap)")
+    elapsed, wall = meter["elapsed_s"], meter["time_allowed_s"]
+    if wall:
+        cols[2].progress(min(1.0, elapsed / wall), text=f"{elapsed:.0f} s / {wall:g} s")
+    else:
+        cols[2].caption(f"{elapsed:.0f} s elapsed (no time cap)")
+
+
+def samples_view(ws: Workspace, run_id: str) -> None:
+    """Every sample, score and vote of a run, grouped under its node with the agreement."""
+    nodes = {row["node_id"]: row for row in ws.traces.node_executions(run_id)}
+    calls = ws.traces.model_calls(run_id)
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for call in calls:
+        if call.get("role") not in (None, "answer") or (nodes.get(call["node_id"]) or {}).get(
+            "samples"
+        ):
+            grouped.setdefault(call["node_id"], []).append(call)
+    if not grouped:
+        return
+    st.markdown("#### Samples, scores and votes")
+    for node_id, node_calls in grouped.items():
+        node = nodes.get(node_id, {})
+        agreement = node.get("agreement")
+        head = f"`{node_id}` {node.get('title') or ''} · {node.get('strategy') or ''}"
+        head += f" · {node.get('samples') or len(node_calls)} sample(s)"
+        if agreement is not None:
+            head += f" · agreement {agreement:.0%}"
+        with st.expander(head, expanded=False):
+            if node.get("note"):
+                st.caption(node["note"])
+            frame = pd.DataFrame(
+                [
+                    {
+                        "role": c.get("role"),
+                        "#": c["sample_index"],
+                        "selected": "✔" if c.get("selected") else "",
+                        "vote": c.get("vote"),
+                        "score": c.get("score"),
+                        "tokens": (c["input_tokens"] or 0) + (c["output_tokens"] or 0),
+                        "replayed": "yes" if c.get("reused_from") else "",
+                        "output": (c["output"] or c["error"] or "")[:300],
+                    }
+                    for c in node_calls
+                ]
+            )
+            st.dataframe(frame, hide_index=True, width="stretch", key=f"samples_{node_id}")
