@@ -11,7 +11,7 @@ test:
 	.venv/bin/ruff check .
 	.venv/bin/python -m pytest
 
-# All 12 example tasks through the real planner (the default suite decomposes 5 of them).
+# All 12 example tasks through the real planner (the default suite decomposes 3 of them).
 test-examples:
 	bash scripts/install.sh --test
 	ARBOR_ALL_EXAMPLES=1 .venv/bin/python -m pytest tests/test_example_tasks.py

@@ -176,8 +176,18 @@ def test_rate_difficulty_fills_unrated_nodes_and_can_be_undone(app):
         assert all(node.difficulty is None for node, _ in plan.iter_nodes())
 
 
-@pytest.mark.model
-def test_alternatives_are_shown_side_by_side_and_ticked_subtasks_merge(app):
+def test_alternatives_are_shown_side_by_side_and_ticked_subtasks_merge(app, monkeypatch):
+    """The UI's wiring of alternatives: side by side, tick, merge, undo. The planner's answers
+    are scripted here (two real samples took 90 s of the suite); the bundled model sampling
+    alternatives is tested in test_alternatives.py and the planner in the browser tests."""
+    from engine import alternatives
+    from tests.fake_backend import ScriptedPlanner, planner_json, subtask
+
+    scripted = ScriptedPlanner(
+        planner_json(subtask("Choose the park"), subtask("Pack the food", ("Choose the park",))),
+        planner_json(subtask("Invite the friends"), subtask("Bring games")),
+    )
+    monkeypatch.setattr(alternatives, "backend_for", lambda model: scripted)
     _one_node_plan(app, "Plan a picnic for six friends in a city park.")
     app.button(key="sample_alternatives").click().run(timeout=300)
     assert not app.exception

@@ -5,8 +5,8 @@ the one-node fallback, with the reason), within a bounded number of calls and to
 is written to ``tests/artifacts/decompose_examples.json`` with the success rate (plans that are
 the model's split, not the fallback) and the median time per task, for the closing note.
 
-The default suite decomposes a fixed, varied subset (short and long, creative and technical,
-English and German), which keeps CI well under its time target; ``ARBOR_ALL_EXAMPLES=1``
+The default suite decomposes a fixed, varied subset (the shortest, a technical and a German
+task), which keeps CI near its time target; ``ARBOR_ALL_EXAMPLES=1``
 (``make test-examples``) decomposes all of them, as issue 3's success rate was measured.
 """
 
@@ -31,8 +31,9 @@ ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "decompose_examples.j
 MAX_SECONDS_PER_TASK = 2 * PLANNER_MAX_TOKENS / 5 + 30
 
 
-#: Decomposed in every run: the shortest, the longest, creative, technical, non-English.
-CI_SUBSET = ("lisbon-trip", "haiku", "sql-revenue", "umzug-de", "bakery-online")
+#: Decomposed in every run: the shortest (creative), a technical one, a non-English one. The
+#: planner writes JSON under a grammar at about 8 tokens/s here, so each task costs 20-60 s.
+CI_SUBSET = ("haiku", "sql-revenue", "umzug-de")
 
 
 def example_tasks() -> list[dict[str, Any]]:

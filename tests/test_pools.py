@@ -142,18 +142,19 @@ def test_ray_pool_cancel_stops_the_running_plan_and_traces_it(
     long = PlanJob(
         configuration="long",
         example_id="0",
-        plan=tiny_plan("Write a long story about a lighthouse keeper.", max_tokens=1000),
-        caps=RunCaps(total_tokens=4000, max_tokens_per_node=1000, max_parallel=1),
+        plan=tiny_plan("Write a long story about a lighthouse keeper.", max_tokens=2000),
+        caps=RunCaps(total_tokens=6000, max_tokens_per_node=2000, max_parallel=1),
         run_id="ray-long",
     )
     never = jobs_for("ray-never")[0]
     cancel = threading.Event()
-    # Late enough for a cold worker to be generating, early enough to catch the story going.
-    threading.Timer(5.0, cancel.set).start()
+    # Late enough for a cold worker to be generating (on a loaded CI machine 5 s was not:
+    # the cancel came before the task started), early enough to catch the story going.
+    threading.Timer(12.0, cancel.set).start()
     started = time.monotonic()
     outcomes = list(RayPool(workspace, address="local", workers=1)([long, never], cancel=cancel))
 
-    assert time.monotonic() - started < 30
+    assert time.monotonic() - started < 45
     assert [job.run_id for job, _, _ in outcomes] == ["ray-long"]  # the second never started
     _, result, error = outcomes[0]
     assert error is None and result is not None and result.status == "cancelled"
