@@ -202,8 +202,10 @@ class _Run:
         cache: CallCache | None,
         rerun: Iterable[str],
         resumed_from: str | None,
+        order: list[str],
     ):
         self.plan = plan
+        self.order = order
         self.caps = caps
         self.listeners = list(listeners)
         self.backend_factory = backend_factory
@@ -213,7 +215,7 @@ class _Run:
         self.rerun = list(rerun)
         self.resumed_from = resumed_from
         self.meter = Meter(caps.total_tokens, caps.total_cost_usd)
-        self.allocation: Allocation = allocate(plan, caps)
+        self.allocation: Allocation = allocate(plan, caps, order=order)
         #: Set on a user cancel or when the time cap passes; running calls watch it.
         self.halt = threading.Event()
         self.clock_start = time.monotonic()
@@ -358,9 +360,7 @@ class _Run:
 
     # -- coordinator side ------------------------------------------------------------------
     def execute(self, session_id: str | None, graph: nx.DiGraph) -> RunResult:
-        position = {node_id: index for index, node_id in enumerate(self.nodes)}
-        order = list(nx.lexicographical_topological_sort(graph, key=position.__getitem__))
-        scheduler = Scheduler(graph, order)
+        scheduler = Scheduler(graph, self.order)
         forced: set[str] = set()
         for node_id in self.rerun:
             if node_id not in self.nodes:
@@ -810,6 +810,8 @@ def execute_plan(
     run as the continuation of an interrupted one.
     """
     graph = plan.validate_graph()
+    position = {node.id: index for index, (node, _) in enumerate(plan.iter_nodes())}
+    order = list(nx.lexicographical_topological_sort(graph, key=position.__getitem__))
     run = _Run(
         plan,
         caps or RunCaps(),
@@ -820,6 +822,7 @@ def execute_plan(
         cache,
         rerun,
         resumed_from,
+        order,
     )
     return run.execute(session_id, graph)
 
