@@ -124,13 +124,21 @@ def test_a_failing_branch_blocks_its_dependants_and_not_the_healthy_branch(works
 def test_a_local_node_and_a_remote_node_run_at_the_same_time(workspace, llama_server):
     remote = ModelRef(kind="remote", base_url=llama_server, model="gemma")
     plan = _plan(
-        _leaf("local", "Write three sentences about rivers.", generation=GenerationConfig(
-            temperature=0.0, max_tokens=48, seed=1)),
-        _leaf("remote", "Write three sentences about mountains.", model=remote,
-              generation=GenerationConfig(temperature=0.0, max_tokens=48, seed=1)),
+        _leaf(
+            "local",
+            "Write three sentences about rivers.",
+            generation=GenerationConfig(temperature=0.0, max_tokens=48, seed=1),
+        ),
+        _leaf(
+            "remote",
+            "Write three sentences about mountains.",
+            model=remote,
+            generation=GenerationConfig(temperature=0.0, max_tokens=48, seed=1),
+        ),
     )
-    result = workspace.run_plan(plan, RunCaps(total_tokens=6000, max_tokens_per_node=48),
-                                use_cache=False)
+    result = workspace.run_plan(
+        plan, RunCaps(total_tokens=6000, max_tokens_per_node=48), use_cache=False
+    )
     assert result.status == "completed"
     calls = {c["node_id"]: c for c in workspace.traces.model_calls(result.run_id)}
     local, remote_call = calls["local"], calls["remote"]
@@ -146,12 +154,24 @@ CHAIN_PLAN = Plan(
         instruction="Summarise the steps in one sentence.",
         children=[
             Node(id="s1", title="One", instruction="Write two sentences about the number one."),
-            Node(id="s2", title="Two", instruction="Write two sentences about the number two.",
-                 depends_on=["s1"]),
-            Node(id="s3", title="Three", instruction="Write two sentences about three.",
-                 depends_on=["s2"]),
-            Node(id="s4", title="Four", instruction="Write two sentences about four.",
-                 depends_on=["s3"]),
+            Node(
+                id="s2",
+                title="Two",
+                instruction="Write two sentences about the number two.",
+                depends_on=["s1"],
+            ),
+            Node(
+                id="s3",
+                title="Three",
+                instruction="Write two sentences about three.",
+                depends_on=["s2"],
+            ),
+            Node(
+                id="s4",
+                title="Four",
+                instruction="Write two sentences about four.",
+                depends_on=["s3"],
+            ),
         ],
     ),
     default_generation=GenerationConfig(temperature=0.0, max_tokens=40, seed=5),
