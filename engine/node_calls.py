@@ -161,7 +161,9 @@ class NodeCalls:
         if temperature is not None:
             update["temperature"] = temperature
         if max_tokens is not None:
-            update["max_tokens"] = max(1, min(max_tokens, self.config.max_tokens))
+            # A judge's or critic's own limit, not the node's: a node answering in 8 tokens
+            # still needs room for a critique (the meter bounds what it may spend).
+            update["max_tokens"] = max(1, max_tokens)
         return self.config.model_copy(update=update)
 
     def _lookup(self, keys: list[str]) -> dict[str, CachedCall]:
