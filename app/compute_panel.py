@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from app.widgets import field_bounds, model_picker
+from app.widgets import field_slider, model_picker
 from engine.allocation import allocate
 from engine.budget import RunCaps
 from engine.checks import check_selector
@@ -41,19 +41,6 @@ POLICY_LABELS = {
 }
 
 
-def _slider(model: type, name: str, value: Any, *, key: str, step: Any, label: str | None = None):
-    low, high = field_bounds(model, name)
-    return st.slider(
-        label or name.replace("_", " ").capitalize(),
-        min_value=low,
-        max_value=high,
-        value=min(max(value, low), high),
-        step=step,
-        help=model.model_fields[name].description,
-        key=key,
-    )
-
-
 def strategy_inputs(current: StrategyConfig, *, key: str) -> StrategyConfig:
     """Inputs for one strategy; returns the edited copy (validation errors raise)."""
     kinds = list(STRATEGY_LABELS)
@@ -66,10 +53,10 @@ def strategy_inputs(current: StrategyConfig, *, key: str) -> StrategyConfig:
     )
     values: dict[str, Any] = {"kind": kind}
     if kind in ("best_of_n", "self_consistency"):
-        values["samples"] = _slider(
+        values["samples"] = field_slider(
             StrategyConfig, "samples", current.samples, key=f"{key}_samples", step=1
         )
-        values["temperature"] = _slider(
+        values["temperature"] = field_slider(
             StrategyConfig,
             "temperature",
             current.temperature if current.temperature is not None else 0.8,
@@ -90,14 +77,14 @@ def strategy_inputs(current: StrategyConfig, *, key: str) -> StrategyConfig:
         values["early_stop"] = st.checkbox(
             "Stop early once the vote is settled", value=current.early_stop, key=f"{key}_early"
         )
-        values["min_samples"] = _slider(
+        values["min_samples"] = field_slider(
             StrategyConfig, "min_samples", current.min_samples, key=f"{key}_min", step=1
         )
-        values["confidence"] = _slider(
+        values["confidence"] = field_slider(
             StrategyConfig, "confidence", current.confidence, key=f"{key}_conf", step=0.01
         )
     if kind == "self_refine":
-        values["refine_rounds"] = _slider(
+        values["refine_rounds"] = field_slider(
             StrategyConfig, "refine_rounds", current.refine_rounds, key=f"{key}_rounds", step=1
         )
     merged = {**current.model_dump(), **values}
@@ -201,8 +188,6 @@ def node_compute_form(
 
 def caps_inputs(current: RunCaps) -> RunCaps:
     """The run's global caps: tokens, money, wall time (and the older per-node limits)."""
-    from app.widgets import field_slider
-
     total = field_slider(RunCaps, "total_tokens", current.total_tokens, step=100, key="cap_total")
     per_node = field_slider(
         RunCaps, "max_tokens_per_node", current.max_tokens_per_node, step=16, key="cap_node"
@@ -271,7 +256,7 @@ def allocation_panel(
             key="policy_decay",
         )
         if kind == "fast_deliberate":
-            values["threshold"] = _slider(
+            values["threshold"] = field_slider(
                 AllocationPolicy, "threshold", policy.threshold, key="policy_threshold", step=1,
                 label="Deliberate from difficulty",
             )  # fmt: skip

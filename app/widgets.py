@@ -24,11 +24,14 @@ def field_bounds(model: type[BaseModel], name: str) -> tuple[Any, Any]:
     return low, high
 
 
-def field_slider(model: type[BaseModel], name: str, value: int, *, step: int, key: str) -> int:
+def field_slider(
+    model: type[BaseModel], name: str, value: Any, *, step: Any, key: str, label: str | None = None
+) -> Any:
+    """A slider bounded by the field's ``ge``/``le``, its description as help."""
     low, high = field_bounds(model, name)
     info = model.model_fields[name]
     return st.slider(
-        name.replace("_", " ").capitalize(),
+        label or name.replace("_", " ").capitalize(),
         min_value=low,
         max_value=high,
         value=min(max(value, low), high),

@@ -20,7 +20,6 @@ import json
 import math
 import re
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -432,14 +431,10 @@ class ThreadedRunner:
         raise NotImplementedError
 
     def _run(self, job: PlanJob, cancel: threading.Event) -> tuple[RunResult | None, str | None]:
-        started = time.perf_counter()
         try:
-            result = self.run_one(job, cancel)
+            return self.run_one(job, cancel), None
         except Exception as exc:
             return None, _error_text(exc)
-        if not result.wall_s:
-            result.wall_s = time.perf_counter() - started
-        return result, None
 
     def __call__(
         self, jobs: Sequence[PlanJob], *, cancel: threading.Event | None = None

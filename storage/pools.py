@@ -133,7 +133,6 @@ def _run_in_ray_worker(
     outcome: dict[str, Any] = {}
 
     def run() -> None:
-        started = time.perf_counter()
         try:
             outcome["result"] = execute_plan(
                 plan,
@@ -147,7 +146,6 @@ def _run_in_ray_worker(
         except BaseException as exc:
             outcome["error"] = _error_text(exc)
         finally:
-            outcome["wall_s"] = time.perf_counter() - started
             finished.set()
 
     threading.Thread(target=run, name="arbor-ray-run", daemon=True).start()
@@ -161,8 +159,6 @@ def _run_in_ray_worker(
     result: RunResult | None = outcome.get("result")
     if result is not None:
         result.warnings.extend(warnings)
-        if not result.wall_s:
-            result.wall_s = outcome["wall_s"]
     return result, events, outcome.get("error")
 
 
