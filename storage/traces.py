@@ -174,11 +174,126 @@ def _add_v3_strategies_and_evaluations(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _add_v4_spans_and_imports(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        -- NULL: recorded in this store; else where the run came from ("imported from x.arbor")
+        ALTER TABLE runs ADD COLUMN origin VARCHAR;
+        -- a call copied in by an import: shown, never replayed as a cache hit
+        ALTER TABLE model_calls ADD COLUMN imported BOOLEAN DEFAULT false;
+        """
+    )
+    con.execute(SPANS_VIEW)
+
+
+#: Every run, node, sample and model call as one span, named after OpenTelemetry's GenAI
+#: semantic conventions (a ``gen_ai_x_y`` column is the attribute ``gen_ai.x.y``), so a row
+#: maps onto an OTLP span without guessing. Ids are derived, not stored: ``trace_id`` is the
+#: md5 of the run id (32 hex digits), a ``span_id`` the first 16 hex digits of the md5 of the
+#: span's key. Parents: a call belongs to its sample when its node sampled (strategy calls,
+#: judges, critiques) and to its node otherwise; a sample to its node; a node to its run.
+#: A view costs nothing to write: the rows are the three tables the writer already appends to.
+SPANS_VIEW = """
+CREATE OR REPLACE VIEW spans AS
+WITH sample_groups AS (
+    SELECT run_id, node_id, sample_index,
+           min(started_at) AS start_time, max(finished_at) AS end_time,
+           sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+           sum(cost_usd) AS cost_usd,
+           bool_or(status = 'error') AS failed,
+           max(score) AS score, any_value(vote) AS vote, bool_or(selected) AS selected,
+           bool_and(role = 'revise' OR role = 'critique' OR role = 'answer') AS refine,
+           any_value(model) AS model
+    FROM model_calls
+    GROUP BY run_id, node_id, sample_index
+    HAVING bool_or(role <> 'answer')
+)
+SELECT md5(r.run_id) AS trace_id,
+       substr(md5(r.run_id || '/'), 1, 16) AS span_id,
+       CAST(NULL AS VARCHAR) AS parent_span_id,
+       r.run_id, CAST(NULL AS VARCHAR) AS node_id, CAST(NULL AS VARCHAR) AS call_id,
+       CAST(NULL AS INTEGER) AS sample_index,
+       'run' AS span_kind,
+       'invoke_agent arbor' AS name,
+       r.started_at AS start_time, coalesce(r.finished_at, r.started_at) AS end_time,
+       r.status,
+       CASE WHEN r.status = 'completed' THEN 'OK'
+            WHEN r.status IN ('failed', 'interrupted', 'stopped') THEN 'ERROR'
+            ELSE 'UNSET' END AS status_code,
+       r.stop_reason AS status_message,
+       'invoke_agent' AS gen_ai_operation_name,
+       CAST(NULL AS VARCHAR) AS gen_ai_request_model,
+       CAST(NULL AS BIGINT) AS gen_ai_request_seed,
+       CAST(NULL AS VARCHAR) AS gen_ai_response_finish_reasons,
+       r.input_tokens AS gen_ai_usage_input_tokens,
+       r.output_tokens AS gen_ai_usage_output_tokens,
+       'arbor' AS gen_ai_agent_id, r.task AS gen_ai_agent_name,
+       r.session_id AS arbor_session_id,
+       CAST(NULL AS VARCHAR) AS arbor_role,
+       r.cost_usd AS arbor_cost_usd,
+       CAST(NULL AS DOUBLE) AS arbor_score, CAST(NULL AS VARCHAR) AS arbor_vote,
+       CAST(NULL AS BOOLEAN) AS arbor_selected, CAST(NULL AS VARCHAR) AS arbor_strategy,
+       r.resumed_from AS arbor_reused_from,
+       r.task AS input, r.answer AS output
+FROM runs r
+UNION ALL
+SELECT md5(n.run_id), substr(md5(n.run_id || '/' || n.node_id), 1, 16),
+       substr(md5(n.run_id || '/'), 1, 16),
+       n.run_id, n.node_id, NULL, NULL,
+       'node', 'invoke_agent ' || coalesce(n.title, n.node_id),
+       coalesce(n.started_at, n.finished_at), coalesce(n.finished_at, n.started_at),
+       n.status,
+       CASE WHEN n.status = 'done' THEN 'OK'
+            WHEN n.status IN ('failed', 'interrupted') THEN 'ERROR' ELSE 'UNSET' END,
+       coalesce(n.error, n.note),
+       'invoke_agent', n.model, NULL, NULL,
+       n.input_tokens, n.output_tokens,
+       n.node_id, n.title, NULL, NULL, n.cost_usd,
+       NULL, NULL, NULL, n.strategy, n.reused_from,
+       NULL, n.output
+FROM node_executions n
+UNION ALL
+SELECT md5(g.run_id),
+       substr(md5(g.run_id || '/' || g.node_id || '#' || g.sample_index), 1, 16),
+       substr(md5(g.run_id || '/' || g.node_id), 1, 16),
+       g.run_id, g.node_id, NULL, g.sample_index,
+       'sample', CASE WHEN g.refine THEN 'round ' ELSE 'sample ' END || (g.sample_index + 1),
+       g.start_time, g.end_time,
+       CASE WHEN g.failed THEN 'error' ELSE 'ok' END,
+       CASE WHEN g.failed THEN 'ERROR' ELSE 'OK' END, NULL,
+       NULL, g.model, NULL, NULL,
+       g.input_tokens, g.output_tokens,
+       g.node_id, NULL, NULL, NULL, g.cost_usd,
+       g.score, g.vote, g.selected, NULL, NULL,
+       NULL, NULL
+FROM sample_groups g
+UNION ALL
+SELECT md5(c.run_id), substr(md5(c.call_id), 1, 16),
+       CASE WHEN g.run_id IS NULL THEN substr(md5(c.run_id || '/' || c.node_id), 1, 16)
+            ELSE substr(md5(c.run_id || '/' || c.node_id || '#' || c.sample_index), 1, 16) END,
+       c.run_id, c.node_id, c.call_id, c.sample_index,
+       'call', 'chat ' || coalesce(c.model, ''),
+       c.started_at, coalesce(c.finished_at, c.started_at),
+       c.status,
+       CASE WHEN c.status = 'ok' THEN 'OK' WHEN c.status = 'error' THEN 'ERROR' ELSE 'UNSET' END,
+       c.error,
+       'chat', c.model, c.seed, c.finish_reason,
+       c.input_tokens, c.output_tokens,
+       c.node_id, NULL, NULL, c.role, c.cost_usd,
+       c.score, c.vote, c.selected, NULL, c.reused_from,
+       c.prompt, c.output
+FROM model_calls c
+LEFT JOIN sample_groups g
+       ON g.run_id = c.run_id AND g.node_id = c.node_id AND g.sample_index = c.sample_index
+"""
+
+
 #: Ordered, named migrations; a store records which it has applied. Append, never edit.
 MIGRATIONS: list[tuple[str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     ("create runs, node_executions, model_calls", _create_v1),
     ("resume and call cache: pid, resumed_from, reused_from, cache_key, cost", _add_v2_columns),
     ("strategies (roles, scores, votes) and evaluations", _add_v3_strategies_and_evaluations),
+    ("spans view (OpenTelemetry GenAI names), imported runs", _add_v4_spans_and_imports),
 ]
 
 #: Column order the writers use (explicit, so a later migration may add columns anywhere).
@@ -850,7 +965,8 @@ class TraceStore:
                 rows = con.execute(
                     "SELECT cache_key, call_id, run_id, output, input_tokens, output_tokens,"
                     " finish_reason, finished_at FROM model_calls"
-                    f" WHERE status = 'ok' AND cache_key IN ({', '.join('?' * len(chunk))})",
+                    " WHERE status = 'ok' AND imported IS NOT TRUE"
+                    f" AND cache_key IN ({', '.join('?' * len(chunk))})",
                     chunk,
                 ).fetchall()
                 for row in rows:

@@ -196,8 +196,9 @@ def test_a_v1_store_migrates_to_v2_and_keeps_its_rows(tmp_path, monkeypatch):
         con.close()
 
     store = TraceStore(path)
-    assert store.schema_version() == 3 == len(MIGRATIONS)
+    assert store.schema_version() == 4 == len(MIGRATIONS)
     old = store.run("old")
+    assert old["origin"] is None  # v4: recorded here, not imported
     assert (old["status"], old["answer"], old["input_tokens"]) == ("completed", "yes", 4)
     assert (old["resumed_from"], old["pid"], old["cost_usd"]) == (None, None, 0.0)
     [node] = store.node_executions("old")
@@ -212,6 +213,16 @@ def test_a_v1_store_migrates_to_v2_and_keeps_its_rows(tmp_path, monkeypatch):
         0,
     )
     assert store.lookup(["c1", "yes"]) == {}  # v1 calls have no key: never reused
+    # v4's spans view covers v1 rows: run -> node -> call, by derived parent ids.
+    with store.connect() as con:
+        spans = con.execute(
+            "SELECT span_kind, span_id, parent_span_id, gen_ai_usage_input_tokens FROM spans"
+            " WHERE run_id = 'old' ORDER BY start_time, span_kind DESC"
+        ).fetchall()
+    kinds = {kind: (span, parent, tokens) for kind, span, parent, tokens in spans}
+    assert set(kinds) == {"run", "node", "call"}
+    assert kinds["run"][1] is None and kinds["node"][1] == kinds["run"][0]
+    assert kinds["call"][1] == kinds["node"][0] and kinds["call"][2] == 4
     # A v1 run left running has no pid: nobody can still be running it.
     assert {r["run_id"]: r["status"] for r in store.runs()} == {
         "old": "completed",
