@@ -975,6 +975,11 @@ class TraceStore:
                         newest[row[0]] = row
 
     # -- reading ---------------------------------------------------------------------------
+    def sync(self) -> None:
+        """Wait until what this process's writers queued is committed (read-your-writes for
+        queries made outside this class, e.g. the Inspector's and the exports)."""
+        self._sync_writers()
+
     def _sync_writers(self) -> None:
         """Read-your-writes inside this process: wait for live writers' queued events."""
         with _writers_lock:

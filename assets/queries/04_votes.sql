@@ -1,0 +1,6 @@
+-- title: Votes of sampled nodes (self-consistency)
+SELECT run_id, node_id, vote, count(*) AS samples, bool_or(selected) AS chosen
+FROM model_calls
+WHERE vote IS NOT NULL
+GROUP BY run_id, node_id, vote
+ORDER BY run_id, node_id, samples DESC
