@@ -21,6 +21,7 @@ APP_DIR = Path(__file__).resolve().parent
 pages = st.navigation(
     [
         st.Page(APP_DIR / "workbench.py", title="Workbench", icon="🛠️", default=True),
+        st.Page(APP_DIR / "inspector_page.py", title="Inspector", icon="🔎"),
         st.Page(APP_DIR / "evaluate_page.py", title="Evaluate", icon="📊"),
         st.Page(APP_DIR / "sessions_page.py", title="Sessions", icon="🗂️"),
         st.Page(APP_DIR / "models_page.py", title="Models", icon="🧠"),

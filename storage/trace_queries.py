@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import difflib
 import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -96,16 +99,35 @@ class RunComparison:
 
 
 class TraceQueries:
-    """Read-only questions over one trace store."""
+    """Read-only questions over one trace store.
+
+    Each question opens a short-lived connection, which costs tens of milliseconds, more than
+    most of these queries. A caller that asks several (a page render) wraps them in ``held()``
+    to share one connection, and lets go of the file as soon as it is done.
+    """
 
     def __init__(self, store: TraceStore):
         self.store = store
+        self._local = threading.local()
+
+    @contextmanager
+    def held(self) -> Iterator[TraceQueries]:
+        """Share one connection among the questions asked inside (per thread, re-entrant)."""
+        if getattr(self._local, "con", None) is not None:
+            yield self
+            return
+        self.store.sync()
+        with self.store.connect() as con:
+            self._local.con = con
+            try:
+                yield self
+            finally:
+                self._local.con = None
 
     def _frame(self, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
-        self.store.sync()
         try:
-            with self.store.connect() as con:
-                cursor = con.execute(sql, params or [])
+            with self.held():
+                cursor = self._local.con.execute(sql, params or [])
                 columns = [d[0] for d in cursor.description]
                 # Built from rows: duckdb's own .df() warns under pandas 3.1 (inplace drop).
                 return pd.DataFrame.from_records(cursor.fetchall(), columns=columns)
@@ -210,6 +232,10 @@ class TraceQueries:
 
     def node_detail(self, run_id: str, node_id: str) -> NodeDetail:
         """Everything recorded about one node of one run; unknown ids raise TraceStoreError."""
+        with self.held():
+            return self._node_detail(run_id, node_id)
+
+    def _node_detail(self, run_id: str, node_id: str) -> NodeDetail:
         node = self._frame(
             "SELECT * FROM node_executions WHERE run_id = ? AND node_id = ?", [run_id, node_id]
         )
@@ -234,6 +260,10 @@ class TraceQueries:
     def compare(self, run_a: str, run_b: str) -> RunComparison:
         """Run ``run_b`` against ``run_a``: what changed in the plan, and per node the outputs
         (same or not), tokens, cost and latency with deltas (b - a)."""
+        with self.held():
+            return self._compare(run_a, run_b)
+
+    def _compare(self, run_a: str, run_b: str) -> RunComparison:
         first, second = self.run(run_a), self.run(run_b)
         plan_diff, problem = None, None
         try:

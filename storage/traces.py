@@ -777,7 +777,9 @@ class TraceStore:
         retrying = Retrying(
             retry=retry_if_exception(_is_lock_conflict),
             stop=stop_after_delay(self.lock_wait_s),
-            wait=wait_random_exponential(multiplier=0.02, max=0.5),
+            # Short waits: a busy writer elsewhere lets go for ``TraceWriter.yield_s`` at a
+            # time, and a failed open costs well under a millisecond.
+            wait=wait_random_exponential(multiplier=0.005, max=0.04),
             reraise=True,
         )
         try:
@@ -1082,7 +1084,10 @@ class TraceWriter:
     - ``RunFinished`` is written before the call returns (a following run's cache lookup, or
       another process, sees the whole run at once), and the file is released right after.
     - The connection stays open only while events flow and closes after ``idle_close_s``, so
-      another process (the UI, a command-line run) can open the store between runs.
+      another process (the UI, a command-line run) can open the store between runs. A writer
+      kept busy without a pause lets go of the file for ``yield_s`` every ``max_hold_s``, so a
+      reader or another run's writer elsewhere gets in within about a second, not after the
+      run; its events wait in memory meanwhile.
     - A failed write keeps its events queued and is retried with back-off; the failure is raised
       from the next ``writer(event)`` (the executor turns it into a run warning), from
       ``flush()`` and from the ``RunFinished`` call. Nothing already in the store is touched.
@@ -1095,6 +1100,8 @@ class TraceWriter:
         store: TraceStore,
         *,
         idle_close_s: float = 0.3,
+        max_hold_s: float = 1.0,
+        yield_s: float = 0.1,
         linger_s: float = 0.002,
         max_batch: int = 5000,
         retry_max_s: float = 2.0,
@@ -1104,6 +1111,8 @@ class TraceWriter:
         attempts after a failure."""
         self.store = store
         self.idle_close_s = idle_close_s
+        self.max_hold_s = max_hold_s
+        self.yield_s = yield_s
         self.linger_s = linger_s
         self.max_batch = max_batch
         self.retry_max_s = retry_max_s
@@ -1129,6 +1138,7 @@ class TraceWriter:
             "node_rows": 0,
             "call_rows": 0,
             "failed_attempts": 0,
+            "yields": 0,
         }
         with _writers_lock:
             _live_writers.setdefault(store.file_id, weakref.WeakSet()).add(self)
@@ -1232,6 +1242,7 @@ class TraceWriter:
     def _work(self) -> None:
         con: duckdb.DuckDBPyConnection | None = None
         sink: _Sink | None = None
+        held_since = time.monotonic()
 
         def release() -> None:
             nonlocal con, sink
@@ -1259,6 +1270,7 @@ class TraceWriter:
                         con = self.store.open_connection()
                         sink = _Sink(con)
                         self._connected = True
+                        held_since = time.monotonic()
                     state = self._state.copy()
                     rows = collapse(batch, state)
                     assert sink is not None
@@ -1273,6 +1285,9 @@ class TraceWriter:
                 if finished_run:
                     # A finished run releases the file before its RunFinished call returns.
                     release()
+                busy_too_long = con is not None and time.monotonic() - held_since > self.max_hold_s
+                if busy_too_long:
+                    release()
                 with self._cond:
                     self._written += len(batch)
                     self._failing_since = None
@@ -1281,6 +1296,10 @@ class TraceWriter:
                     self.stats["node_rows"] += rows.node_rows
                     self.stats["call_rows"] += len(rows.calls)
                     self._cond.notify_all()
+                    if busy_too_long:
+                        # Busy without a pause: let other processes in (see the docstring).
+                        self.stats["yields"] += 1
+                        self._cond.wait_for(lambda: self._closing, self.yield_s)
         finally:
             release()
             with self._cond:
