@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+from datetime import datetime
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from app.jobs import JobManager
+from engine.errors import ArborError
 from engine.registry import Registry
 from storage.sessions import ArborSession
 from storage.workspace import Workspace
@@ -48,3 +52,39 @@ def replace_session(session: ArborSession) -> None:
     for key in list(st.session_state.keys()):
         if key != "session":
             del st.session_state[key]
+    st.session_state[_SAVED_AS] = _fingerprint(session)  # as stored: nothing to autosave
+
+
+_SAVED_AS = "autosaved_fingerprint"
+AUTOSAVE_KEY = "autosave"
+
+
+def _fingerprint(session: ArborSession) -> str:
+    content = session.model_dump_json(exclude={"updated_at"})
+    return hashlib.sha256(content.encode()).hexdigest()
+
+
+def autosave(ws: Workspace, session: ArborSession, note: DeltaGenerator) -> None:
+    """Save ``session`` if it changed since it was last saved or opened in this browser tab,
+    and say so in ``note`` (a placeholder).
+
+    Called at the end of every Workbench run, so an edit is on disk before the next click.
+    A session with neither task nor plan is not worth a row. A plan that cannot be saved is
+    reported in ``note``; the last good save stays untouched.
+    """
+    if not st.session_state.get(AUTOSAVE_KEY, True):
+        note.caption("Autosave is off: press Save session to keep changes.")
+        return
+    if not session.task.strip() and session.plan is None:
+        return
+    fingerprint = _fingerprint(session)
+    if st.session_state.get(_SAVED_AS) != fingerprint:
+        try:
+            ws.sessions.save(session, message="autosave")
+        except ArborError as exc:
+            note.warning(f"Not autosaved: {exc}")
+            return
+        st.session_state[_SAVED_AS] = _fingerprint(session)
+        st.session_state["autosaved_at"] = datetime.now().strftime("%H:%M:%S")
+    if st.session_state.get("autosaved_at"):
+        note.caption(f"Autosaved at {st.session_state.autosaved_at}.")

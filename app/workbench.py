@@ -55,6 +55,13 @@ with st.sidebar:
             _flash("success", f"Saved session '{session.name}' ({session.id}).")
         except ArborError as exc:
             _flash("error", f"Not saved: {exc}")
+    st.toggle(
+        "Autosave",
+        value=True,
+        key=state.AUTOSAVE_KEY,
+        help="Save the session after every change (each changed plan becomes a revision).",
+    )
+    autosave_note = st.empty()  # filled at the end of the page, after this run's changes
     st.download_button(
         "Download session file",
         data=session.to_file_text(),
@@ -116,6 +123,7 @@ if notes:
 plan: Plan | None = session.plan
 if plan is None:
     st.info("Type a task and press Decompose to get a plan.")
+    state.autosave(ws, session, autosave_note)
     st.stop()
 
 # -- the plan: graph and editor ------------------------------------------------------------
@@ -301,3 +309,6 @@ elif run_id:
             st.text(call["output"] or call["error"] or "")
         else:
             st.write("No model calls were made.")
+
+# Last: everything this run changed is in ``session`` now.
+state.autosave(ws, session, autosave_note)

@@ -105,6 +105,30 @@ def test_saved_changes_become_revisions_that_can_be_diffed_and_restored(app, tmp
     assert len(app.session_state.session.plan.root.children) == 1
 
 
+def test_every_change_is_autosaved_and_turning_autosave_off_stops_it(app, tmp_path):
+    sessions = Workspace(tmp_path).sessions
+    assert sessions.list() == []  # an empty session is not worth a row
+    _one_node_plan(app)
+    session_id = app.session_state.session.id
+    saved = sessions.get(session_id)  # no Save press
+    assert saved.plan is not None and saved.task.startswith("Write a haiku")
+    assert any("Autosaved at" in c.value for c in app.caption)
+
+    app.button(key="add_child").click().run()
+    assert len(sessions.get(session_id).plan.root.children) == 1
+    assert [r.number for r in sessions.revisions.list(session_id)] == [2, 1]
+    app.sidebar.text_input(key="session_name").input("Renamed").run()
+    assert sessions.get(session_id).name == "Renamed"
+
+    app.sidebar.toggle(key="autosave").set_value(False).run()
+    app.button(key="add_child").click().run()
+    assert len(app.session_state.session.plan.nodes()) == 3
+    assert len(sessions.get(session_id).plan.nodes()) == 2  # not saved
+    assert any("Autosave is off" in c.value for c in app.caption)
+    app.sidebar.toggle(key="autosave").set_value(True).run()
+    assert len(sessions.get(session_id).plan.nodes()) == 3  # saved once back on
+
+
 def test_missing_model_file_is_reported_by_check_model(app):
     app.selectbox(key="default_model_kind").set_value("Local GGUF file").run()
     app.text_input(key="default_model_path").input("/nonexistent/model.gguf")
