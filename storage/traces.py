@@ -186,19 +186,27 @@ def _add_v4_spans_and_imports(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(SPANS_VIEW)
 
 
+def _provider(column: str) -> str:
+    return (
+        f"CASE WHEN {column} LIKE '%.gguf' THEN 'llama_cpp'"
+        f" WHEN {column} LIKE '%@http%' THEN 'openai' END"
+    )
 #: Every run, node, sample and model call as one span, named after OpenTelemetry's GenAI
 #: semantic conventions (a ``gen_ai_x_y`` column is the attribute ``gen_ai.x.y``), so a row
 #: maps onto an OTLP span without guessing. Ids are derived, not stored: ``trace_id`` is the
 #: md5 of the run id (32 hex digits), a ``span_id`` the first 16 hex digits of the md5 of the
 #: span's key. Parents: a call belongs to its sample when its node sampled (strategy calls,
 #: judges, critiques) and to its node otherwise; a sample to its node; a node to its run.
+#: ``gen_ai_provider_name`` comes from the backend's model label: a local GGUF file name ends in
+#: ``.gguf`` (llama.cpp), a remote one is ``model@base_url`` (the OpenAI API, whoever serves it).
 #: A view costs nothing to write: the rows are the three tables the writer already appends to.
-SPANS_VIEW = """
+SPANS_VIEW = f"""
 CREATE OR REPLACE VIEW spans AS
 WITH sample_groups AS (
     SELECT run_id, node_id, sample_index,
            min(started_at) AS start_time, max(finished_at) AS end_time,
-           sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+           CAST(sum(input_tokens) AS BIGINT) AS input_tokens,
+           CAST(sum(output_tokens) AS BIGINT) AS output_tokens,
            sum(cost_usd) AS cost_usd,
            bool_or(status = 'error') AS failed,
            max(score) AS score, any_value(vote) AS vote, bool_or(selected) AS selected,
@@ -222,6 +230,7 @@ SELECT md5(r.run_id) AS trace_id,
             ELSE 'UNSET' END AS status_code,
        r.stop_reason AS status_message,
        'invoke_agent' AS gen_ai_operation_name,
+       CAST(NULL AS VARCHAR) AS gen_ai_provider_name,
        CAST(NULL AS VARCHAR) AS gen_ai_request_model,
        CAST(NULL AS BIGINT) AS gen_ai_request_seed,
        CAST(NULL AS VARCHAR) AS gen_ai_response_finish_reasons,
@@ -246,7 +255,7 @@ SELECT md5(n.run_id), substr(md5(n.run_id || '/' || n.node_id), 1, 16),
        CASE WHEN n.status = 'done' THEN 'OK'
             WHEN n.status IN ('failed', 'interrupted') THEN 'ERROR' ELSE 'UNSET' END,
        coalesce(n.error, n.note),
-       'invoke_agent', n.model, NULL, NULL,
+       'invoke_agent', {_provider('n.model')}, n.model, NULL, NULL,
        n.input_tokens, n.output_tokens,
        n.node_id, n.title, NULL, NULL, n.cost_usd,
        NULL, NULL, NULL, n.strategy, n.reused_from,
@@ -261,7 +270,7 @@ SELECT md5(g.run_id),
        g.start_time, g.end_time,
        CASE WHEN g.failed THEN 'error' ELSE 'ok' END,
        CASE WHEN g.failed THEN 'ERROR' ELSE 'OK' END, NULL,
-       NULL, g.model, NULL, NULL,
+       NULL, {_provider('g.model')}, g.model, NULL, NULL,
        g.input_tokens, g.output_tokens,
        g.node_id, NULL, NULL, NULL, g.cost_usd,
        g.score, g.vote, g.selected, NULL, NULL,
@@ -277,7 +286,7 @@ SELECT md5(c.run_id), substr(md5(c.call_id), 1, 16),
        c.status,
        CASE WHEN c.status = 'ok' THEN 'OK' WHEN c.status = 'error' THEN 'ERROR' ELSE 'UNSET' END,
        c.error,
-       'chat', c.model, c.seed, c.finish_reason,
+       'chat', {_provider('c.model')}, c.model, c.seed, c.finish_reason,
        c.input_tokens, c.output_tokens,
        c.node_id, NULL, NULL, c.role, c.cost_usd,
        c.score, c.vote, c.selected, NULL, c.reused_from,

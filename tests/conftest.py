@@ -170,36 +170,44 @@ class UIServer:
         return Workspace(self.data_dir)
 
 
+@contextlib.contextmanager
+def serve_ui(data_dir: Path, log_path: Path) -> Iterator[UIServer]:
+    """``run.py`` serving the UI on a free loopback port over ``data_dir``."""
+    port = free_port()
+    env = {**os.environ, "ARBOR_DATA_DIR": str(data_dir)}
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "run.py"), "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.read() == b"ok":
+                        break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"the UI did not start on {url}; see {log_path}")
+        yield UIServer(url=url, data_dir=data_dir)
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
 @pytest.fixture(scope="module")
 def ui_server(tmp_path_factory):
     """``run.py`` serving the UI on loopback with a fresh data directory."""
     data_dir = tmp_path_factory.mktemp("ui-data")
-    port = free_port()
-    env = {**os.environ, "ARBOR_DATA_DIR": str(data_dir)}
-    log = (tmp_path_factory.mktemp("ui-log") / "streamlit.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "run.py"), "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.read() == b"ok":
-                    break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        process.terminate()
-        pytest.fail(f"the UI did not start on {url}; see {log.name}")
-    yield UIServer(url=url, data_dir=data_dir)
-    process.terminate()
-    process.wait(timeout=20)
-    log.close()
+    log_path = tmp_path_factory.mktemp("ui-log") / "streamlit.log"
+    with serve_ui(data_dir, log_path) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
