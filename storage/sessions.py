@@ -6,6 +6,7 @@ Nothing here holds an API key: a remote model reference only names the environme
 
 from __future__ import annotations
 
+import builtins
 import json
 import uuid
 from datetime import UTC, datetime
@@ -28,6 +29,14 @@ SESSION_FORMAT_VERSION = 1
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _checked_name(name: str) -> str:
+    """``name`` without surrounding blanks; a blank name is refused (it could not be found)."""
+    name = name.strip()
+    if not name:
+        raise SessionError("A session name must not be blank.")
+    return name
 
 
 class ArborSession(BaseModel):
@@ -173,6 +182,51 @@ class SessionStore:
         with DBSession(self.engine) as db:
             records = db.exec(select(SessionRecord).order_by(SessionRecord.updated_at.desc())).all()
         return [self._to_session(record) for record in records]
+
+    def rename(self, session_id: str, name: str) -> ArborSession:
+        """Give a saved session another name; a blank name is refused and nothing changes."""
+        name = _checked_name(name)
+        with DBSession(self.engine) as db:
+            record = db.get(SessionRecord, session_id)
+            if record is None:
+                raise SessionError(f"No saved session with id {session_id!r}.")
+            record.name = name
+            record.updated_at = _now()
+            db.add(record)
+            db.commit()
+            db.refresh(record)
+            return self._to_session(record)
+
+    def duplicate(self, session_id: str, name: str | None = None) -> ArborSession:
+        """Save a copy of a session under a new id: same task, plan and caps, no runs.
+
+        Runs stay with the original (a run belongs to the session it ran under), and the copy's
+        revision history starts fresh with one revision, its current plan.
+        """
+        original = self.get(session_id)
+        copy = ArborSession(
+            name=_checked_name(name if name is not None else f"{original.name} (copy)"),
+            task=original.task,
+            plan=original.plan.model_copy(deep=True) if original.plan else None,
+            caps=original.caps.model_copy(deep=True),
+        )
+        return self.save(copy, message=f"duplicated from session {session_id}")
+
+    def search(self, text: str) -> builtins.list[ArborSession]:
+        """Sessions whose name or task contains ``text`` (any case), most recently updated
+        first; a blank ``text`` matches every session.
+
+        Filtered in Python: SQLite's ``LIKE`` and ``lower()`` fold ASCII only, so "É" would not
+        find "é".
+        """
+        wanted = text.strip().casefold()
+        with DBSession(self.engine) as db:
+            records = db.exec(select(SessionRecord).order_by(SessionRecord.updated_at.desc())).all()
+        return [
+            self._to_session(record)
+            for record in records
+            if wanted in record.name.casefold() or wanted in (record.task or "").casefold()
+        ]
 
     def delete(self, session_id: str) -> None:
         """Delete the session and its plan revisions."""

@@ -89,6 +89,13 @@ class Workspace:
                 f"No run {run_id!r} in the trace store {self.traces.path}; "
                 "`run.py runs` lists the recorded runs."
             )
+        if record.get("origin"):
+            raise TraceStoreError(
+                f"Run {run_id!r} is imported ({record['origin']}) and read-only: it cannot be "
+                "resumed here. Re-run its session instead: open the session on the Workbench and "
+                "press Run plan (or `run.py run` its plan); imported calls are never reused, so "
+                "every node calls its model again."
+            )
         status = record["status"]
         if status == "completed":
             raise TraceStoreError(
@@ -117,6 +124,53 @@ class Workspace:
             rerun=(),
             resumed_from=run_id,
         )
+
+    def delete_session(self, session_id: str, *, delete_runs: bool = False) -> list[str]:
+        """Delete a saved session and its plan revisions; with ``delete_runs`` its runs too.
+
+        A session's runs are those it lists and those recorded under its id; their ``runs``,
+        ``node_executions`` and ``model_calls`` rows go in one DuckDB transaction, committed
+        only once the session row is gone: if deleting the session fails, no run is deleted
+        (the two stores cannot share a transaction; a failing DuckDB commit after that would
+        leave the runs, as a delete without runs does). Returns the ids of the runs deleted.
+        ``SessionError`` for an unknown id; ``TraceStoreError`` if one of the runs is still
+        running (cancel it first).
+        """
+        session = self.sessions.get(session_id)  # SessionError naming the id
+        if not delete_runs:
+            self.sessions.delete(session_id)
+            return []
+        # Runs whose process died are marked interrupted first, so "running" means live.
+        self.traces.interrupted_runs()
+        with self.traces.connect() as con:
+            rows = con.execute(
+                "SELECT run_id, status FROM runs"
+                " WHERE session_id = ? OR run_id IN (SELECT unnest(?::VARCHAR[]))"
+                " ORDER BY started_at",
+                [session_id, session.run_ids],
+            ).fetchall()
+            running = [run_id for run_id, status in rows if status == "running"]
+            if running:
+                raise TraceStoreError(
+                    f"Session {session_id!r} has a run still running ({', '.join(running)}); "
+                    "cancel it or wait for it to finish before deleting its runs. Nothing was "
+                    "deleted."
+                )
+            run_ids = [run_id for run_id, _ in rows]
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for table in ("model_calls", "node_executions", "runs"):
+                    con.execute(
+                        f"DELETE FROM {table} WHERE run_id IN (SELECT unnest(?::VARCHAR[]))",
+                        [run_ids],
+                    )
+                self.sessions.delete(session_id)
+                con.execute("COMMIT")
+            except BaseException:
+                with suppress(Exception):
+                    con.execute("ROLLBACK")
+                raise
+        return run_ids
 
     def _execute(
         self,
