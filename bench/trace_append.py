@@ -304,10 +304,10 @@ def chunks(total: int, size: int) -> Iterator[range]:
         yield range(start, min(total, start + size))
 
 
-def bench_writer(folder: Path, rows: int, nodes: int) -> Result:
+def bench_writer(folder: Path, rows: int, nodes: int, name: str = "writer") -> Result:
     shape = RunShape(nodes)
     runs = max(1, -(-rows // shape.rows))
-    path = fresh_store(folder, "writer")
+    path = fresh_store(folder, name)
     timings = Timings()
     store = TimedStore(path, timings)
     writer = TraceWriter(store)
@@ -324,7 +324,7 @@ def bench_writer(folder: Path, rows: int, nodes: int) -> Result:
     per_run = {what: s * 1000 / runs for what, s in sorted(timings.seconds.items())}
     per_run["Python: build events, queue, collapse"] = elapsed * 1000 / runs - sum(per_run.values())
     return Result(
-        "writer",
+        name,
         runs * shape.rows,
         elapsed,
         building,
@@ -401,6 +401,12 @@ def main() -> int:
         help="rows for the slow variants (writer, executemany), extrapolated to --rows",
     )
     parser.add_argument("--nodes-per-run", type=int, default=50)
+    parser.add_argument(
+        "--long-run-nodes",
+        type=int,
+        default=5000,
+        help="nodes per run of the 'writer-long' variant, which appends all --rows (0: skip)",
+    )
     args = parser.parse_args()
     rows, sample = args.rows, min(args.sample_rows, args.rows)
 
@@ -412,6 +418,11 @@ def main() -> int:
         folder = Path(tmp)
         results = [
             bench_writer(folder, sample, args.nodes_per_run),
+            *(
+                [bench_writer(folder, rows, args.long_run_nodes, name="writer-long")]
+                if args.long_run_nodes
+                else []
+            ),
             bench_appender(folder, rows),
             bench_executemany(folder, sample),
         ]
@@ -431,6 +442,13 @@ def main() -> int:
             f"\nratio writer/appender:    {writer.rate / by_name['appender'].rate:.4f}"
             f"\nratio writer/executemany: {writer.rate / by_name['executemany'].rate:.2f}"
         )
+        if "writer-long" in by_name:
+            long = by_name["writer-long"]
+            print(
+                f"ratio writer-long/appender: {long.rate / by_name['appender'].rate:.4f}"
+                f" ({long.detail['runs']} runs of {long.detail['shape'].nodes} nodes: the per-run"
+                " cost of opening and closing the file is spread over more rows)"
+            )
 
         detail = writer.detail
         shape: RunShape = detail["shape"]
@@ -445,7 +463,7 @@ def main() -> int:
         print("\nfiles and the spans view:")
         for r in results:
             spans, table_rows = count_spans(r.path)
-            expected = detail["runs"] * shape.spans if r.name == "writer" else r.rows
+            expected = r.detail["runs"] * r.detail["shape"].spans if "shape" in r.detail else r.rows
             check = "ok" if spans == expected and table_rows == r.rows else "MISMATCH"
             size = r.path.stat().st_size
             wal = r.path.with_name(r.path.name + ".wal")
