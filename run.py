@@ -388,6 +388,46 @@ def resume_run(args: argparse.Namespace) -> int:
     return report_run(result, workspace)
 
 
+def export_run_file(args: argparse.Namespace) -> int:
+    """Write one run's spans as OTLP JSON, Parquet or CSV."""
+    from storage.trace_export import export_run
+    from storage.workspace import Workspace
+
+    path = export_run(Workspace().traces, args.run_id, Path(args.output), args.format)
+    print(f"exported run {args.run_id} as {args.format} to {path} ({path.stat().st_size:,} bytes)")
+    return 0
+
+
+def query_traces(args: argparse.Namespace) -> int:
+    """Run one read-only SQL query (or a saved one) over the trace store; print a table."""
+    from storage.sql_console import SavedQueries, run_read_only
+    from storage.workspace import Workspace
+
+    workspace = Workspace()
+    saved = SavedQueries(workspace.root)
+    if args.list:
+        for query in saved.list():
+            print(f"{'example' if query.example else 'saved':8} {query.title}")
+        return 0
+    if args.saved:
+        matches = [q for q in saved.list() if q.title == args.saved]
+        if not matches:
+            raise ValueError(f"no saved query titled {args.saved!r}; `run.py query --list`")
+        sql = matches[0].sql
+    elif args.sql:
+        sql = args.sql
+    else:
+        raise ValueError("give a SELECT, --saved TITLE or --list")
+    result = run_read_only(workspace.traces, sql, max_rows=args.limit)
+    if args.csv:
+        result.frame.to_csv(sys.stdout, index=False)
+    else:
+        print(result.frame.to_string(index=False, max_colwidth=60))
+    more = " (more rows not shown; --limit)" if result.truncated else ""
+    print(f"{len(result.frame)} row(s) in {result.elapsed_ms:.0f} ms{more}", file=sys.stderr)
+    return 0
+
+
 # -- test-time compute: allocation, evaluation, search ---------------------------------------
 def _caps_from(args: argparse.Namespace, caps):
     """``caps`` with the command line's cap options applied (validated)."""
@@ -671,6 +711,20 @@ def build_parser() -> argparse.ArgumentParser:
     rns = commands.add_parser("runs", help="list recent runs; flags interrupted ones")
     rns.add_argument("--limit", type=int, default=20, help="how many runs (newest first)")
     rns.set_defaults(handler=list_runs)
+
+    exr = commands.add_parser("export-run", help="write a run's spans as OTLP JSON, Parquet or CSV")
+    exr.add_argument("run_id", metavar="RUN_ID")
+    exr.add_argument("--format", choices=["otlp", "parquet", "csv"], default="otlp")
+    exr.add_argument("-o", "--output", required=True, help="file to write")
+    exr.set_defaults(handler=export_run_file)
+
+    qry = commands.add_parser("query", help="read-only SQL over the trace store")
+    qry.add_argument("sql", nargs="?", help="one SELECT (tables: runs, node_executions, ...)")
+    qry.add_argument("--saved", metavar="TITLE", help="run a saved or example query")
+    qry.add_argument("--list", action="store_true", help="list saved and example queries")
+    qry.add_argument("--limit", type=int, default=100, help="most rows to print")
+    qry.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    qry.set_defaults(handler=query_traces)
 
     res = commands.add_parser("resume", help="continue an interrupted run, reusing finished calls")
     res.add_argument("run_id", metavar="RUN_ID")
