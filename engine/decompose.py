@@ -38,9 +38,9 @@ MAX_TASK_CHARS_IN_PROMPT = 6000
 #: model: at 0.2 the first answer copied a worked example 12 times out of 12; at 0.7, 6 of 12
 #: answers were usable plans. Larger models plan well at either temperature.
 PLANNER_TEMPERATURES = (0.7, 1.0)
-#: Output tokens per planner call. Under a JSON grammar the bundled model writes about 15
-#: tokens/s on 2 cores, so this bounds one attempt to well under a minute; a longer answer is cut
-#: and its complete subtasks are kept.
+#: Output tokens per planner call. Under a JSON grammar the bundled model writes about 29
+#: tokens/s on 2 cores (bench/grammar_speed.py), so this bounds one attempt to about 20 s; a
+#: longer answer is cut and its complete subtasks are kept.
 PLANNER_MAX_TOKENS = 560
 ROOT_INSTRUCTION = "Give the final answer to the overall task, using the sub-steps' results."
 

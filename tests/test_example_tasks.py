@@ -32,7 +32,7 @@ MAX_SECONDS_PER_TASK = 2 * PLANNER_MAX_TOKENS / 5 + 30
 
 
 #: Decomposed in every run: the shortest (creative), a technical one, a non-English one. The
-#: planner writes JSON under a grammar at about 8 tokens/s here, so each task costs 20-60 s.
+#: planner writes JSON under a grammar at about 29 tokens/s here, so each task costs 5-20 s.
 CI_SUBSET = ("haiku", "sql-revenue", "umzug-de")
 
 
