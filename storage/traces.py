@@ -191,6 +191,8 @@ def _provider(column: str) -> str:
         f"CASE WHEN {column} LIKE '%.gguf' THEN 'llama_cpp'"
         f" WHEN {column} LIKE '%@http%' THEN 'openai' END"
     )
+
+
 #: Every run, node, sample and model call as one span, named after OpenTelemetry's GenAI
 #: semantic conventions (a ``gen_ai_x_y`` column is the attribute ``gen_ai.x.y``), so a row
 #: maps onto an OTLP span without guessing. Ids are derived, not stored: ``trace_id`` is the
@@ -255,7 +257,7 @@ SELECT md5(n.run_id), substr(md5(n.run_id || '/' || n.node_id), 1, 16),
        CASE WHEN n.status = 'done' THEN 'OK'
             WHEN n.status IN ('failed', 'interrupted') THEN 'ERROR' ELSE 'UNSET' END,
        coalesce(n.error, n.note),
-       'invoke_agent', {_provider('n.model')}, n.model, NULL, NULL,
+       'invoke_agent', {_provider("n.model")}, n.model, NULL, NULL,
        n.input_tokens, n.output_tokens,
        n.node_id, n.title, NULL, NULL, n.cost_usd,
        NULL, NULL, NULL, n.strategy, n.reused_from,
@@ -270,7 +272,7 @@ SELECT md5(g.run_id),
        g.start_time, g.end_time,
        CASE WHEN g.failed THEN 'error' ELSE 'ok' END,
        CASE WHEN g.failed THEN 'ERROR' ELSE 'OK' END, NULL,
-       NULL, {_provider('g.model')}, g.model, NULL, NULL,
+       NULL, {_provider("g.model")}, g.model, NULL, NULL,
        g.input_tokens, g.output_tokens,
        g.node_id, NULL, NULL, NULL, g.cost_usd,
        g.score, g.vote, g.selected, NULL, NULL,
@@ -286,7 +288,7 @@ SELECT md5(c.run_id), substr(md5(c.call_id), 1, 16),
        c.status,
        CASE WHEN c.status = 'ok' THEN 'OK' WHEN c.status = 'error' THEN 'ERROR' ELSE 'UNSET' END,
        c.error,
-       'chat', {_provider('c.model')}, c.model, c.seed, c.finish_reason,
+       'chat', {_provider("c.model")}, c.model, c.seed, c.finish_reason,
        c.input_tokens, c.output_tokens,
        c.node_id, NULL, NULL, c.role, c.cost_usd,
        c.score, c.vote, c.selected, NULL, c.reused_from,
