@@ -143,6 +143,12 @@ class TraceQueries:
         """Runs matching ``run_filter``, newest first, with what the list shows: duration,
         node and call counts, tokens, cost, the models used and where the run came from."""
         where, params = (run_filter or RunFilter()).where()
+        with self.held():
+            # A run left "running" by a process that died is interrupted, as every reader says.
+            self.store.mark_dead_runs(self._local.con)
+            return self._runs(where, params, limit)
+
+    def _runs(self, where: str, params: list[Any], limit: int) -> pd.DataFrame:
         return self._frame(
             "SELECT r.run_id, r.session_id, r.task, r.status, r.stop_reason, r.started_at,"
             " r.finished_at,"

@@ -930,6 +930,12 @@ class TraceStore:
             return []
         return [r for r in self.runs(sync=False, detect=False) if r["run_id"] in set(dead)]
 
+    @classmethod
+    def mark_dead_runs(cls, con: duckdb.DuckDBPyConnection) -> int:
+        """On an open connection: mark runs whose process is gone ``interrupted`` (what
+        ``runs()`` does first), so every reader shows the same status. Returns how many."""
+        return cls._mark_interrupted(con, cls._dead_runs(con))
+
     @staticmethod
     def _dead_runs(con: duckdb.DuckDBPyConnection) -> list[str]:
         running = con.execute(

@@ -186,6 +186,28 @@ def test_the_session_runs_are_listed_and_filtered_by_status_model_and_date(page,
     assert not any("run id" in frame.value.columns for frame in page.dataframe)
 
 
+def _select_rows(at: AppTest, rows: list[int]) -> AppTest:
+    """Select rows of the runs table as a click would (AppTest cannot click a dataframe, but
+    its selection is widget state under the table's key)."""
+    [key] = [k for k in at.session_state if str(k).startswith("inspector_runs_")]
+    at.session_state[key] = {"selection": {"rows": rows, "columns": [], "cells": []}}
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_selecting_one_row_inspects_it_and_two_rows_compare_them(page, seeded):
+    assert page.selectbox(key="inspect_run").value == seeded.second.run_id  # the newest
+    _select_rows(page, [1])
+    assert page.selectbox(key="inspect_run").value == seeded.first.run_id
+    assert page.segmented_control(key="inspector_view").value == "Timeline"
+    _select_rows(page, [0, 1])
+    assert page.segmented_control(key="inspector_view").value == "Compare"
+    assert page.selectbox(key="inspect_run").value == seeded.second.run_id
+    assert page.selectbox(key="compare_run").value == seeded.first.run_id
+    assert _table(page, "measure")["measure"].tolist()[0] == "tokens"
+
+
 def test_an_empty_store_says_where_runs_come_from_and_the_console_still_works(
     tmp_path, monkeypatch
 ):
@@ -403,5 +425,7 @@ def test_a_real_run_shows_its_rendered_prompt_and_output(workspace, monkeypatch)
     assert any("Name one fruit." in text.value for text in prompt.text)
     assert call["output"] and any(code.value == call["output"] for code in at.code)
     _show(at, "Timeline")
-    [(_, (_, calls))] = _charts(at)
-    assert len(calls) == 2 and calls["model"].str.contains("gemma", case=False).all()
+    [(_, (spans, _))] = _charts(at)
+    calls = spans[spans["span_kind"] == "call"]
+    assert sorted(calls["node_id"]) == ["fruit", "root"]
+    assert set(calls["model"]) == {call["model"]} and call["model"]

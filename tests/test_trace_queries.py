@@ -220,3 +220,19 @@ def test_saved_queries_ship_examples_that_run_and_keep_the_analysts_own(store, t
         saved.list()
     assert (tmp_path / "queries.json").read_text() == "{broken"
     assert check_read_only("  select 1 ; ") == "select 1"
+
+
+def test_a_run_whose_process_died_is_listed_as_interrupted(store):
+    import subprocess
+    import sys
+
+    from engine.events import RunStarted
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead_pid = int(gone.stdout)
+    store.record(RunStarted("ghost", "s", "task", "{}", "{}", datetime.now(UTC), pid=dead_pid))
+    store.record(RunStarted("alive", "s", "task", "{}", "{}", datetime.now(UTC)))  # this pid
+    statuses = TraceQueries(store).runs().set_index("run_id")["status"]
+    assert statuses["ghost"] == "interrupted" and statuses["alive"] == "running"
