@@ -38,7 +38,6 @@ from collections.abc import Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -50,6 +49,7 @@ from engine.plan import Plan
 from engine.plan_io import import_plan
 from engine.registry import REGISTRY_FORMAT, REGISTRY_VERSION, Registry
 from storage.sessions import SESSION_FORMAT, SESSION_FORMAT_VERSION, ArborSession
+from storage.trace_export import arbor_version
 from storage.traces import MIGRATIONS, TraceStore
 from storage.workspace import Workspace
 
@@ -311,13 +311,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _arbor_version() -> str:
-    try:
-        return metadata.version("arbor")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def _sql_path(path: Path) -> str:
     """A file path as a SQL string literal (``COPY ... TO`` takes no parameter)."""
     return "'" + str(path).replace("'", "''") + "'"
@@ -379,7 +372,7 @@ def export_session(
             "format": BUNDLE_FORMAT,
             "version": BUNDLE_VERSION,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "arbor_version": _arbor_version(),
+            "arbor_version": arbor_version(),
             "trace_schema_version": len(MIGRATIONS),
             "session_id": session.id,
             "run_ids": chosen,

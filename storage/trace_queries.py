@@ -22,7 +22,7 @@ import pandas as pd
 from engine.errors import ArborError, TraceStoreError
 from engine.plan import Plan
 from engine.plan_diff import PlanDiff, diff_plans
-from storage.traces import TraceStore
+from storage.traces import LIVE_RUN_TOTALS, TraceStore
 
 
 @dataclass(frozen=True)
@@ -154,13 +154,7 @@ class TraceQueries:
             " r.finished_at,"
             " epoch(coalesce(r.finished_at, now()) - r.started_at) AS duration_s,"
             " coalesce(n.nodes, 0) AS nodes, coalesce(n.failed, 0) AS nodes_failed,"
-            " coalesce(c.calls, 0) AS calls,"
-            " CASE WHEN r.status = 'running' THEN coalesce(n.tokens_in, 0)"
-            "   ELSE r.input_tokens END AS input_tokens,"
-            " CASE WHEN r.status = 'running' THEN coalesce(n.tokens_out, 0)"
-            "   ELSE r.output_tokens END AS output_tokens,"
-            " CASE WHEN r.status = 'running' THEN coalesce(n.cost, 0)"
-            "   ELSE r.cost_usd END AS cost_usd,"
+            f" coalesce(c.calls, 0) AS calls, {LIVE_RUN_TOTALS},"
             " coalesce(n.models, '') AS models, r.origin, r.resumed_from"
             " FROM runs r"
             " LEFT JOIN (SELECT run_id, count(*) AS nodes,"

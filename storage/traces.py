@@ -379,6 +379,18 @@ _NODE_SCHEMA = pa.schema(
     ]
 )
 
+#: A run's token and cost columns for readers: a running run's totals are written when it
+#: finishes, so until then they are the sums over its nodes so far. ``r`` is ``runs``, ``n`` a
+#: per-run aggregate of ``node_executions`` with ``tokens_in``, ``tokens_out`` and ``cost``.
+LIVE_RUN_TOTALS = (
+    "CASE WHEN r.status = 'running' THEN coalesce(n.tokens_in, 0)"
+    " ELSE r.input_tokens END AS input_tokens,"
+    " CASE WHEN r.status = 'running' THEN coalesce(n.tokens_out, 0)"
+    " ELSE r.output_tokens END AS output_tokens,"
+    " CASE WHEN r.status = 'running' THEN coalesce(n.cost, 0)"
+    " ELSE r.cost_usd END AS cost_usd"
+)
+
 #: Cache lookups send at most this many keys per query (a resumed 1000-node run asks for many).
 LOOKUP_CHUNK = 500
 
@@ -1041,16 +1053,9 @@ class TraceStore:
         with self.connect() as con:
             if detect:
                 self._mark_interrupted(con, self._dead_runs(con))
-            # A running run's totals are written when it finishes: until then, sum its nodes.
             cursor = con.execute(
                 "SELECT r.run_id, r.session_id, r.task, r.status, r.stop_reason,"
-                " CASE WHEN r.status = 'running' THEN coalesce(n.tokens_in, 0)"
-                "   ELSE r.input_tokens END AS input_tokens,"
-                " CASE WHEN r.status = 'running' THEN coalesce(n.tokens_out, 0)"
-                "   ELSE r.output_tokens END AS output_tokens,"
-                " CASE WHEN r.status = 'running' THEN coalesce(n.cost, 0)"
-                "   ELSE r.cost_usd END AS cost_usd,"
-                " r.started_at, r.finished_at, r.answer,"
+                f" {LIVE_RUN_TOTALS}, r.started_at, r.finished_at, r.answer,"
                 " r.resumed_from, r.pid, coalesce(n.done, 0) AS nodes_done,"
                 " coalesce(n.reused, 0) AS nodes_reused, coalesce(n.total, 0) AS nodes_recorded"
                 " FROM runs r LEFT JOIN (SELECT run_id, count(*) AS total,"
