@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from engine.errors import ArborError
 from engine.plan import ModelRef
+from engine.redaction import credentials_refusal
 from engine.registry import ModelEntry
 
 MODEL_KINDS = ["Bundled Gemma 3 270M", "Local GGUF file", "Remote endpoint"]
@@ -114,6 +115,10 @@ def model_picker(
             key=f"{key}_keyenv",
             help="The name of the variable, not the key. Leave empty for servers without a key.",
         )
+        refusal = credentials_refusal(base_url)
+        if refusal:
+            st.error(f"Not applied: {refusal}.")
+            return current
         return ModelRef(
             kind="remote",
             base_url=base_url.strip() or None,

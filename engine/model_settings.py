@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from engine.redaction import redact
+
 
 class GenerationConfig(BaseModel):
     """Sampling settings for one model call. The UI's sliders read these bounds."""
@@ -46,7 +48,7 @@ class ModelRef(BaseModel):
     def label(self) -> str:
         """Short human name, used in tables and traces."""
         if self.kind == "remote":
-            return f"{self.model or '?'}@{(self.base_url or '?').rstrip('/')}"
+            return f"{self.model or '?'}@{redact((self.base_url or '?').rstrip('/'))}"
         if self.path is None:
             return "bundled:gemma-3-270m"
         return self.path.rsplit("/", 1)[-1]

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from engine.errors import PlanError
 from engine.plan import Plan
+from engine.redaction import credentials_refusal
 
 PlanFormat = Literal["json", "yaml"]
 FORMATS: tuple[str, ...] = ("json", "yaml")
@@ -117,6 +118,21 @@ def import_plan(text: str, fmt: PlanFormat | None = None, source: str = "plan") 
             fmt = "yaml"
         else:
             fmt = "json"
+    return _refuse_url_credentials(_parse_plan(text, fmt, source), source)
+
+
+def _refuse_url_credentials(plan: Plan, source: str) -> Plan:
+    """A plan read from outside may not carry keys in its models' URLs (older files may)."""
+    refs = [("the default model", plan.default_model)]
+    refs += [(f"node {node.id}", node.model) for node in plan.nodes().values() if node.model]
+    for where, ref in refs:
+        refusal = credentials_refusal(ref.base_url)
+        if refusal:
+            raise PlanError(f"{source}: {where}: {refusal}.")
+    return plan
+
+
+def _parse_plan(text: str, fmt: PlanFormat, source: str) -> Plan:
     if fmt == "json":
         return Plan.from_json(text, source=source)
     payload, tree = _load_yaml(text, source)

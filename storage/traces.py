@@ -57,6 +57,7 @@ from engine.events import (
     RunFinished,
     RunStarted,
 )
+from engine.redaction import REDACT_PATTERNS, redact
 
 
 def _create_v1(con: duckdb.DuckDBPyConnection) -> None:
@@ -186,6 +187,36 @@ def _add_v4_spans_and_imports(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(SPANS_VIEW)
 
 
+#: Columns where a URL with credentials could have been recorded before they were refused.
+_REDACTED_COLUMNS = (
+    ("runs", "plan_json"),
+    ("runs", "stop_reason"),
+    ("node_executions", "model"),
+    ("node_executions", "error"),
+    ("model_calls", "model"),
+    ("model_calls", "error"),
+)
+
+
+def _sql_text(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _redact_url_credentials_v5(con: duckdb.DuckDBPyConnection) -> None:
+    """Mask URL credentials in rows written before base URLs with keys were refused.
+
+    The same patterns as ``engine.redaction.redact`` (written in RE2, which both speak).
+    """
+    for table, column in _REDACTED_COLUMNS:
+        masked = column
+        for pattern, replacement in REDACT_PATTERNS:
+            masked = (
+                f"regexp_replace({masked}, {_sql_text(pattern)}, {_sql_text(replacement)}, 'g')"
+            )
+        where = " OR ".join(f"regexp_matches({column}, {_sql_text(p)})" for p, _ in REDACT_PATTERNS)
+        con.execute(f"UPDATE {table} SET {column} = {masked} WHERE {where}")
+
+
 def _provider(column: str) -> str:
     return (
         f"CASE WHEN {column} LIKE '%.gguf' THEN 'llama_cpp'"
@@ -305,6 +336,7 @@ MIGRATIONS: list[tuple[str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     ("resume and call cache: pid, resumed_from, reused_from, cache_key, cost", _add_v2_columns),
     ("strategies (roles, scores, votes) and evaluations", _add_v3_strategies_and_evaluations),
     ("spans view (OpenTelemetry GenAI names), imported runs", _add_v4_spans_and_imports),
+    ("mask credentials left in recorded base URLs", _redact_url_credentials_v5),
 ]
 
 #: Column order the writers use (explicit, so a later migration may add columns anywhere).
@@ -461,6 +493,11 @@ class _Rows:
             written.add(node_id)
 
 
+def _redacted(text: str | None) -> str | None:
+    """Text a run recorded, without URL credentials an older session or registry left in it."""
+    return redact(text) if text else text
+
+
 def _node_row(event: NodeFinished, title: str, model: str | None, started: datetime | None):
     return [
         event.run_id,
@@ -469,7 +506,7 @@ def _node_row(event: NodeFinished, title: str, model: str | None, started: datet
         model,
         event.status,
         event.output,
-        event.error,
+        _redacted(event.error),
         event.input_tokens,
         event.output_tokens,
         started,
@@ -497,7 +534,7 @@ def _call_row(event: ModelCallFinished) -> tuple[Any, ...]:
         event.output_tokens,
         event.latency_s,
         event.status,
-        event.error,
+        _redacted(event.error),
         event.started_at,
         event.finished_at,
         event.sample_index,
@@ -623,7 +660,7 @@ class _Sink:
                         run.session_id,
                         run.task,
                         run.started_at,
-                        run.plan_json,
+                        _redacted(run.plan_json),
                         run.caps_json,
                         run.resumed_from,
                         run.pid if run.pid is not None else os.getpid(),
@@ -648,7 +685,7 @@ class _Sink:
                     " output_tokens = ?, cost_usd = ?, finished_at = ? WHERE run_id = ?",
                     [
                         run.status,
-                        run.stop_reason,
+                        _redacted(run.stop_reason),
                         run.answer,
                         run.input_tokens,
                         run.output_tokens,

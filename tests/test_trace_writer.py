@@ -196,7 +196,7 @@ def test_a_v1_store_migrates_to_v2_and_keeps_its_rows(tmp_path, monkeypatch):
         con.close()
 
     store = TraceStore(path)
-    assert store.schema_version() == 4 == len(MIGRATIONS)
+    assert store.schema_version() == 5 == len(MIGRATIONS)
     old = store.run("old")
     assert old["origin"] is None  # v4: recorded here, not imported
     assert (old["status"], old["answer"], old["input_tokens"]) == ("completed", "yes", 4)

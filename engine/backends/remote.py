@@ -46,6 +46,7 @@ from tenacity import (
 from engine.backends.base import Backend, ChatMessage, Completion, TokenCallback, Usage
 from engine.errors import CallCancelled, ModelCallFailed, ModelUnavailable
 from engine.plan import GenerationConfig
+from engine.redaction import redact
 
 try:  # openai >= 3 ships on httpx2 (a fork with the same API); older releases on httpx
     import httpcore2 as httpcore
@@ -401,7 +402,7 @@ class RemoteBackend(Backend):
                 "A remote model needs a base URL, e.g. http://127.0.0.1:8000/v1."
             )
         if not model:
-            raise ModelUnavailable(f"A remote model at {base_url} needs a model name.")
+            raise ModelUnavailable(f"A remote model at {redact(base_url)} needs a model name.")
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.api_key_env = api_key_env
@@ -411,7 +412,10 @@ class RemoteBackend(Backend):
         self.price_in_per_m = price_in_per_m
         self.price_out_per_m = price_out_per_m
         self.backoff_s = backoff_s
-        self.label = f"{model}@{self.base_url}"
+        #: The URL as shown in labels, errors and traces: credentials an older file left in
+        #: it are masked (new entries with credentials are refused, ``engine.redaction``).
+        self.shown_url = redact(self.base_url)
+        self.label = f"{model}@{self.shown_url}"
         self._client_lock = threading.Lock()
         self._client: openai.OpenAI | None = None
         self._pool_size = 0
@@ -486,7 +490,7 @@ class RemoteBackend(Backend):
         if not key:
             raise ModelUnavailable(
                 f"Environment variable {self.api_key_env} is not set; it should hold the API "
-                f"key for {self.base_url}. Set it and try again."
+                f"key for {self.shown_url}. Set it and try again."
             )
         return key
 
@@ -632,7 +636,7 @@ class RemoteBackend(Backend):
                         answer = json.loads(response.read())
                     except ValueError as exc:
                         raise ModelCallFailed(
-                            f"{self.base_url} answered with neither an event stream nor JSON "
+                            f"{self.shown_url} answered with neither an event stream nor JSON "
                             f"({response.headers.get('content-type')}). Check the base URL."
                         ) from exc
                     _absorb(answer, out, on_token, whole=True)
@@ -646,7 +650,7 @@ class RemoteBackend(Backend):
                         payload = json.loads(data)
                     except ValueError as exc:
                         raise ModelCallFailed(
-                            f"{self.base_url} sent a stream chunk that is not JSON: {data[:200]!r}"
+                            f"{self.shown_url} sent a stream chunk that is not JSON: {data[:200]!r}"
                             ". Is this an OpenAI-compatible endpoint?"
                         ) from exc
                     if isinstance(payload, dict) and payload.get("error"):
@@ -725,7 +729,7 @@ class RemoteBackend(Backend):
         except openai.OpenAIError as exc:  # not worth retrying: a 401, 404, 400 ...
             if on_token is not None and partial() and _is_transient(exc):
                 raise ModelCallFailed(
-                    f"The answer from {self.base_url} broke off after {len(partial())} pieces "
+                    f"The answer from {self.shown_url} broke off after {len(partial())} pieces "
                     f"({self._redact(str(exc))}); not retried, as that text was already "
                     "streamed."
                 ) from exc
@@ -740,64 +744,65 @@ class RemoteBackend(Backend):
         tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
         if isinstance(exc, openai.APITimeoutError):
             return ModelUnavailable(
-                f"{self.base_url} did not answer within {self.timeout_s:g} s ({tries}). "
+                f"{self.shown_url} did not answer within {self.timeout_s:g} s ({tries}). "
                 "Is the server overloaded, or does this model need a longer timeout?"
             )
         if isinstance(exc, openai.APIConnectionError) and "peer closed" in str(exc):
             return ModelCallFailed(
-                f"{self.base_url} closed the connection mid-answer ({tries}): "
+                f"{self.shown_url} closed the connection mid-answer ({tries}): "
                 f"{self._redact(str(exc))}. llama_cpp.server does this to a streaming request "
                 "when another request arrives: start it with --interrupt_requests False, or "
                 "set this endpoint's max concurrent requests to 1."
             )
         if isinstance(exc, openai.APIConnectionError):
             return ModelUnavailable(
-                f"Cannot reach {self.base_url} ({tries}): {self._redact(str(exc))}. "
+                f"Cannot reach {self.shown_url} ({tries}): {self._redact(str(exc))}. "
                 "Is the server running and the URL right?"
             )
         if not isinstance(exc, openai.APIStatusError):
-            return ModelCallFailed(f"{self.base_url} failed ({tries}): {self._redact(str(exc))}")
+            return ModelCallFailed(f"{self.shown_url} failed ({tries}): {self._redact(str(exc))}")
         status = exc.status_code
         message = self._redact(_server_message(exc))
         if status in (401, 403):
             # The server's message is left out: OpenAI's echoes part of the key.
             if self.api_key_env:
                 return ModelUnavailable(
-                    f"{self.base_url} refused the API key ({status}). Check the key in "
+                    f"{self.shown_url} refused the API key ({status}). Check the key in "
                     f"environment variable {self.api_key_env}."
                 )
             return ModelUnavailable(
-                f"{self.base_url} wants an API key ({status}). Name the environment variable "
+                f"{self.shown_url} wants an API key ({status}). Name the environment variable "
                 "that holds it in the model's API key setting (api_key_env)."
             )
         if status == 404 and _mentions_model(exc):
             return ModelUnavailable(
-                f"{self.base_url} does not serve model {self.model!r} (404: {message}). Check "
-                f"the model name; {self.base_url}/models lists the ones it serves."
+                f"{self.shown_url} does not serve model {self.model!r} (404: {message}). Check "
+                f"the model name; {self.shown_url}/models lists the ones it serves."
             )
         if status == 404:
             return ModelUnavailable(
-                f"{self.base_url} has no chat completions endpoint (404: {message}). Check the "
+                f"{self.shown_url} has no chat completions endpoint (404: {message}). Check the "
                 "base URL; OpenAI-compatible servers usually end it in /v1."
             )
         if status in (400, 422) and _mentions_model(exc):
             return ModelUnavailable(
-                f"{self.base_url} does not know model {self.model!r} ({status}: {message}). "
+                f"{self.shown_url} does not know model {self.model!r} ({status}: {message}). "
                 "Check the model name."
             )
         if status in (400, 422):
             return ModelCallFailed(
-                f"{self.base_url} rejected the request as invalid ({status}: {message}). "
+                f"{self.shown_url} rejected the request as invalid ({status}: {message}). "
                 "Check the node's generation settings (max tokens, stop strings) for this model."
             )
         if _is_transient(exc):
             return ModelCallFailed(
-                f"{self.base_url} kept failing: gave up after {tries}; the last answer was "
+                f"{self.shown_url} kept failing: gave up after {tries}; the last answer was "
                 f"{status}: {message}. Try again later or lower the endpoint's parallel calls."
             )
-        return ModelCallFailed(f"{self.base_url} rejected the request ({status}: {message}).")
+        return ModelCallFailed(f"{self.shown_url} rejected the request ({status}: {message}).")
 
     def _redact(self, text: str) -> str:
-        """``text`` without the API key, should a server echo it back."""
+        """``text`` without the API key (should a server echo it back) or URL credentials."""
         key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
-        return text.replace(key, "***") if len(key) >= 4 else text
+        text = text.replace(self.base_url, self.shown_url)
+        return redact(text.replace(key, "***") if len(key) >= 4 else text)
