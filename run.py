@@ -94,7 +94,7 @@ def run_file(args: argparse.Namespace) -> int:
 
 def print_progress(event: object) -> None:
     """A run listener that narrates node starts and ends on stderr."""
-    from engine.events import NodeFinished, NodeStarted
+    from engine.run.events import NodeFinished, NodeStarted
 
     if isinstance(event, NodeStarted):
         print(f"  started  {event.node_id}: {event.title}", file=sys.stderr, flush=True)
@@ -123,8 +123,8 @@ def report_run(result, workspace) -> int:
 
 
 def decompose_task(args: argparse.Namespace) -> int:
-    from engine.decompose import decompose
     from engine.plan import ModelRef
+    from engine.planner.decompose import decompose
 
     model = ModelRef(path=args.model) if args.model else ModelRef()
     result = decompose(args.task, model)
@@ -141,7 +141,7 @@ def decompose_task(args: argparse.Namespace) -> int:
 
 def _read_plan(path: str):
     from engine.errors import PlanError
-    from engine.plan_io import import_plan
+    from engine.plan.files import import_plan
 
     file = Path(path)
     if not file.is_file():
@@ -150,7 +150,7 @@ def _read_plan(path: str):
 
 
 def _write_plan(plan, output: str | None, fmt: str = "json") -> None:
-    from engine.plan_io import export_plan
+    from engine.plan.files import export_plan
 
     text = export_plan(plan, fmt)
     if output:
@@ -167,7 +167,7 @@ def _model(args: argparse.Namespace, plan):
 
 
 def expand_plan_node(args: argparse.Namespace) -> int:
-    from engine.expand import expand_node, replan_subtree
+    from engine.planner.expand import expand_node, replan_subtree
 
     plan = _read_plan(args.file)
     split = replan_subtree if args.replan else expand_node
@@ -179,7 +179,7 @@ def expand_plan_node(args: argparse.Namespace) -> int:
 
 
 def rate_plan(args: argparse.Namespace) -> int:
-    from engine.difficulty import rate_difficulty
+    from engine.planner.difficulty import rate_difficulty
 
     plan = _read_plan(args.file)
     rated, notes = rate_difficulty(plan, _model(args, plan), only_missing=not args.all)
@@ -279,7 +279,7 @@ def import_session_file(args: argparse.Namespace) -> int:
 
 
 def _registry():
-    from engine.registry import Registry
+    from engine.models.registry import Registry
     from storage import paths
 
     return Registry.in_data_dir(paths.data_dir())
@@ -340,7 +340,7 @@ def remove_model(args: argparse.Namespace) -> int:
 
 
 def test_models(args: argparse.Namespace) -> int:
-    from engine.registry import check_entry
+    from engine.models.registry import check_entry
 
     registry = _registry()
     entries = [registry.get(args.name)] if args.name else registry.entries()
@@ -431,7 +431,7 @@ def query_traces(args: argparse.Namespace) -> int:
 # -- test-time compute: allocation, evaluation, search ---------------------------------------
 def _caps_from(args: argparse.Namespace, caps):
     """``caps`` with the command line's cap options applied (validated)."""
-    from engine.budget import RunCaps
+    from engine.run.budget import RunCaps
 
     overrides = {
         key: value
@@ -462,8 +462,8 @@ def _print_table(rows: list[dict], columns: list[str]) -> None:
 
 def allocate_plan(args: argparse.Namespace) -> int:
     """Show (and with -o save) the per-node allocation a run of the plan would use."""
-    from engine.allocation import allocate
-    from engine.compute_config import strategy_from_spec
+    from engine.plan.compute_config import strategy_from_spec
+    from engine.run.allocation import allocate
 
     plan = _read_plan(args.file)
     if args.policy:
@@ -483,7 +483,7 @@ def allocate_plan(args: argparse.Namespace) -> int:
 
 
 def _dataset(name_or_path: str):
-    from engine.evaluation import load_dataset, shipped_datasets
+    from engine.tune.evaluation import load_dataset, shipped_datasets
 
     shipped = shipped_datasets()
     return load_dataset(shipped.get(name_or_path, name_or_path))
@@ -497,8 +497,8 @@ def _runner(args: argparse.Namespace, workspace):
 
 def evaluate_plan(args: argparse.Namespace) -> int:
     """Run a plan (or one configuration per --strategy) over a dataset; print the metrics."""
-    from engine.compute_config import strategy_from_spec
-    from engine.evaluation import (
+    from engine.plan.compute_config import strategy_from_spec
+    from engine.tune.evaluation import (
         CheckerConfig,
         PlanConfiguration,
         accuracy_cost_chart,
@@ -545,13 +545,13 @@ def evaluate_plan(args: argparse.Namespace) -> int:
 
 def search_plan(args: argparse.Namespace) -> int:
     """Search model + strategy + output limit per node on a dev set, within a budget."""
-    from engine.backends import backend_for
-    from engine.compute_config import strategy_from_spec
-    from engine.dev_search import DatasetEvaluator, run_search
-    from engine.evaluation import CheckerConfig
+    from engine.models import backend_for
+    from engine.models.registry import Registry
     from engine.plan import ModelRef
-    from engine.registry import Registry
-    from engine.search import SearchSpace
+    from engine.plan.compute_config import strategy_from_spec
+    from engine.tune.dev_search import DatasetEvaluator, run_search
+    from engine.tune.evaluation import CheckerConfig
+    from engine.tune.search import SearchSpace
     from storage.evaluations import save_report
     from storage.workspace import Workspace
 

@@ -1,7 +1,7 @@
 """Test-time compute in the workbench: strategies, caps, the allocation table, the live meter
 and the samples of a run grouped under their nodes.
 
-Widgets are built from the pydantic fields' bounds (``engine.compute_config``), so the UI and
+Widgets are built from the pydantic fields' bounds (``engine.plan.compute_config``), so the UI and
 the engine agree on what is allowed; everything here only reads state and calls the engine.
 """
 
@@ -14,18 +14,18 @@ import pandas as pd
 import streamlit as st
 
 from app.widgets import field_slider, model_picker
-from engine.allocation import allocate
-from engine.budget import RunCaps
 from engine.checks import check_selector
-from engine.compute_config import (
+from engine.errors import ArborError
+from engine.plan import Plan
+from engine.plan.compute_config import (
     STRATEGY_LABELS,
     AllocationPolicy,
     NodeBudget,
     SelectorConfig,
     StrategyConfig,
 )
-from engine.errors import ArborError
-from engine.plan import Plan
+from engine.run.allocation import allocate
+from engine.run.budget import RunCaps
 from storage.workspace import Workspace
 
 SELECTOR_LABELS = {
@@ -134,7 +134,7 @@ def node_compute_form(
     plan: Plan, selected: str, apply: Callable[[str, Callable[[], Plan]], bool]
 ) -> None:
     """Strategy and manual caps of the selected node (None = the policy decides)."""
-    from engine import editing
+    from engine.plan import editing
 
     node = plan.node(selected)
     with st.expander(f"Test-time compute of `{selected}`", expanded=False):

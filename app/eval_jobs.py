@@ -1,7 +1,7 @@
 """Background evaluations and allocation searches for the Evaluate page.
 
-The same pattern as ``app.jobs``: a worker thread runs ``engine.evaluation.evaluate`` or
-``engine.dev_search.run_search`` through the workspace's pool (traced runs with the call cache,
+The same pattern as ``app.jobs``: a worker thread runs ``engine.tune.evaluation.evaluate`` or
+``engine.tune.dev_search.run_search`` through the workspace's pool (traced runs with the call cache,
 so repeating an evaluation replays recorded calls) and records progress in an ``EvalJob`` under
 its lock; the page polls a snapshot from an ``st.fragment``. Worker threads never call ``st.*``.
 The manager is held in ``st.cache_resource`` (``manager()``), shared by every browser session,
@@ -22,12 +22,14 @@ from typing import Any, Literal
 
 import streamlit as st
 
-from engine.backends import Backend, backend_for
-from engine.budget import RunCaps
-from engine.compute_config import strategy_from_spec
-from engine.dev_search import CostUnit, DatasetEvaluator, SearchMethod, run_search
-from engine.errors import ArborError, RegistryError
-from engine.evaluation import (
+from assets import asset_path
+from engine.errors import user_message
+from engine.models import Backend, registry_backend_factory
+from engine.plan import ModelRef, Plan
+from engine.plan.compute_config import strategy_from_spec
+from engine.run.budget import RunCaps
+from engine.tune.dev_search import CostUnit, DatasetEvaluator, SearchMethod, run_search
+from engine.tune.evaluation import (
     CheckerConfig,
     Dataset,
     DatasetError,
@@ -40,9 +42,7 @@ from engine.evaluation import (
     new_evaluation_id,
     select_examples,
 )
-from engine.plan import ModelRef, Plan
-from engine.registry import Registry
-from engine.search import SearchResult, SearchSpace, TrialResult
+from engine.tune.search import SearchResult, SearchSpace, TrialResult
 from storage.evaluations import save_report
 from storage.pools import pool_from_settings
 from storage.workspace import Workspace
@@ -50,7 +50,7 @@ from storage.workspace import Workspace
 #: The configuration that runs the plan with its own strategies and allocation.
 AS_IS = "as the plan is"
 #: One-node plans written for the bundled (base) model, one per shipped dataset family.
-EVAL_PLANS_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples" / "eval_plans"
+EVAL_PLANS_DIR = asset_path("examples", "eval_plans")
 UPLOADS_DIR = "uploads"
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -189,16 +189,9 @@ class EvalJob:
             }
 
 
-def _error_text(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, ArborError) else f"{type(exc).__name__}: {exc}"
-
-
 def _backend_factory(workspace: Workspace) -> Callable[[ModelRef], Backend]:
     """Backends with their registry entries' prices and limits; plain ones if it is broken."""
-    try:
-        return Registry.in_data_dir(workspace.root).backend_for
-    except RegistryError:
-        return backend_for
+    return registry_backend_factory(workspace.root)[0]
 
 
 class EvalJobManager:
@@ -326,7 +319,7 @@ class EvalJobManager:
                 work()
             except Exception as exc:  # shown on the page; the store keeps the finished runs
                 with job.lock:
-                    job.error = _error_text(exc)
+                    job.error = user_message(exc)
             finally:
                 with job.lock:
                     job.finished = True

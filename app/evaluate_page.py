@@ -16,9 +16,10 @@ import streamlit as st
 
 from app import eval_jobs, plan_panel, state
 from app.widgets import field_bounds
-from engine.compute_config import strategy_from_spec
 from engine.errors import ArborError
-from engine.evaluation import (
+from engine.plan import ModelRef, Plan
+from engine.plan.compute_config import strategy_from_spec
+from engine.tune.evaluation import (
     CheckerConfig,
     Dataset,
     DatasetError,
@@ -27,8 +28,7 @@ from engine.evaluation import (
     load_dataset,
     shipped_datasets,
 )
-from engine.plan import ModelRef, Plan
-from engine.search import SearchSpace, TrialResult
+from engine.tune.search import SearchSpace, TrialResult
 from storage.evaluations import list_evaluations
 
 CONFIGURATION_CHOICES = [eval_jobs.AS_IS, "single", "sc3", "sc5", "bo3", "refine1", "refine2"]

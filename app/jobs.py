@@ -14,8 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.budget import RunCaps
-from engine.events import (
+from engine.plan import Plan
+from engine.run.budget import RunCaps
+from engine.run.events import (
     BudgetUpdate,
     Event,
     ModelCallFinished,
@@ -23,8 +24,7 @@ from engine.events import (
     NodeProgress,
     NodeStarted,
 )
-from engine.executor import RunResult, new_run_id
-from engine.plan import Plan
+from engine.run.executor import RunResult, new_run_id
 from storage.workspace import Workspace
 
 

@@ -1,6 +1,6 @@
 """The model registry: list, add, edit, remove and test the models plans can use.
 
-Everything goes through ``engine.registry``; this page only renders and dispatches, so
+Everything goes through ``engine.models.registry``; this page only renders and dispatches, so
 ``run.py models`` does exactly the same.
 """
 
@@ -11,7 +11,7 @@ import streamlit as st
 
 from app import state
 from engine.errors import ArborError
-from engine.registry import (
+from engine.models.registry import (
     DEFAULT_REMOTE_CONCURRENCY,
     DEFAULT_TIMEOUT_S,
     EntryCheck,

@@ -12,16 +12,15 @@ import streamlit as st
 from app import compute_panel
 from app.graph import picked_node, plan_chart
 from app.widgets import model_picker
-from engine import editing
-from engine.alternatives import merge_alternatives, sample_alternatives
-from engine.difficulty import rate_difficulty
 from engine.errors import ArborError
-from engine.expand import expand_node, replan_subtree
-from engine.history import PlanHistory
-from engine.plan import ModelRef, Plan
-from engine.plan_io import export_plan, import_plan
+from engine.plan import ModelRef, Plan, editing
+from engine.plan.files import export_plan, import_plan
+from engine.plan.history import PlanHistory
+from engine.plan.templates import check_instruction
+from engine.planner.alternatives import merge_alternatives, sample_alternatives
+from engine.planner.difficulty import rate_difficulty
+from engine.planner.expand import expand_node, replan_subtree
 from engine.prompts import preview_messages
-from engine.templates import check_instruction
 from storage.sessions import ArborSession
 from storage.workspace import Workspace
 

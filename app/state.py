@@ -11,7 +11,7 @@ from streamlit.delta_generator import DeltaGenerator
 
 from app.jobs import JobManager
 from engine.errors import ArborError
-from engine.registry import Registry
+from engine.models.registry import Registry
 from storage.sessions import ArborSession
 from storage.workspace import Workspace
 

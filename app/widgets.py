@@ -9,9 +9,9 @@ import streamlit as st
 from pydantic import BaseModel
 
 from engine.errors import ArborError
+from engine.models.registry import ModelEntry
 from engine.plan import ModelRef
 from engine.redaction import credentials_refusal
-from engine.registry import ModelEntry
 
 MODEL_KINDS = ["Bundled Gemma 3 270M", "Local GGUF file", "Remote endpoint"]
 

@@ -10,10 +10,10 @@ import streamlit as st
 from app import compute_panel, plan_panel, state
 from app.charts import tokens_per_node
 from app.widgets import model_picker
-from engine.backends import backend_for
-from engine.decompose import decompose
 from engine.errors import ArborError
+from engine.models import backend_for
 from engine.plan import Plan, single_node_plan
+from engine.planner.decompose import decompose
 
 ws = state.workspace()
 jobs = state.jobs()

@@ -37,11 +37,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.backends.base import Backend, ChatMessage, Completion, TokenCallback
 from engine.errors import ModelUnavailable
-from engine.model_settings import GenerationConfig
-from engine.outcome_table import OutcomeTable, TableEvaluator
-from engine.search import (
+from engine.models.base import Backend, ChatMessage, Completion, TokenCallback
+from engine.plan.model_settings import GenerationConfig
+from engine.tune.outcome_table import OutcomeTable, TableEvaluator
+from engine.tune.search import (
     SearchResult,
     best_uniform,
     coordinate_descent,
@@ -232,8 +232,8 @@ def main() -> int:
     )
     backend = None
     if args.llm:
-        from engine.backends import backend_for
-        from engine.model_settings import ModelRef
+        from engine.models import backend_for
+        from engine.plan.model_settings import ModelRef
 
         backend = backend_for(ModelRef())
 

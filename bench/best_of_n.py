@@ -28,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.backends.local import LocalBackend, render_prompt
-from engine.bundled import bundled_model_path
+from engine.models.bundled import bundled_model_path
+from engine.models.local import LocalBackend, render_prompt
 from engine.plan import GenerationConfig
 
 PROMPT = """You are a support agent for a small company that sells refurbished laptops online.

@@ -3,7 +3,7 @@
 "full" applies the grammar to all 262k candidates before every draw (llama-cpp-python's
 order, Arbor's before the change); "lazy" draws first, checks only the drawn token against the
 grammar and resamples with the grammar applied to everything only when that token is refused
-(llama.cpp's ``common_sampler_sample``). Both run through ``engine.backends.batch_decode.decode``
+(llama.cpp's ``common_sampler_sample``). Both run through ``engine.models.batch_decode.decode``
 exactly as ``LocalBackend.complete`` calls it (prompt rendered by ``render_prompt``, the
 model's lock held), on two workloads:
 
@@ -42,10 +42,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import jsonschema
 
-from engine.backends import batch_decode, local
-from engine.backends.base import ChatMessage
-from engine.bundled import bundled_model_path
-from engine.decompose import (
+from engine.models import batch_decode, local
+from engine.models.base import ChatMessage
+from engine.models.bundled import bundled_model_path
+from engine.planner.decompose import (
     PLAN_SCHEMA,
     PLANNER_MAX_TOKENS,
     PLANNER_TEMPERATURES,

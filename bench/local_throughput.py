@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.backends.local import LocalBackend
-from engine.bundled import bundled_model_path
+from engine.models.bundled import bundled_model_path
+from engine.models.local import LocalBackend
 from engine.plan import GenerationConfig
 
 PROMPTS = [

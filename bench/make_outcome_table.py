@@ -31,10 +31,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.compute_config import StrategyConfig
-from engine.model_settings import ModelRef
-from engine.outcome_table import Outcome, OutcomeTable
-from engine.search import NodeOption, SearchSpace, strategy_short_label
+from engine.plan.compute_config import StrategyConfig
+from engine.plan.model_settings import ModelRef
+from engine.tune.outcome_table import Outcome, OutcomeTable
+from engine.tune.search import NodeOption, SearchSpace, strategy_short_label
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "data" / "outcome_table.json.gz"
 SEED = 7

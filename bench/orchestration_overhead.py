@@ -7,7 +7,7 @@ later-numbered node that is not its parent. Tree edges run child -> parent and e
 later -> earlier, so the graph is acyclic by construction.
 
 Every node does the same instant work on both sides: gather the outputs of its predecessors into
-a prompt and answer a fixed string. Arbor runs through ``engine.executor.execute_plan`` with an
+a prompt and answer a fixed string. Arbor runs through ``engine.run.executor.execute_plan`` with an
 in-process ``Backend`` that answers at once; LangGraph runs a ``StateGraph`` in which each node
 waits for all its predecessors (``add_edge([preds...], node)``). Variants, interleaved and
 repeated, median reported:
@@ -46,10 +46,10 @@ from typing import Annotated, Any, TypedDict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.backends.base import Backend, ChatMessage, Completion, TokenCallback, Usage
-from engine.budget import RunCaps
-from engine.executor import execute_plan
+from engine.models.base import Backend, ChatMessage, Completion, TokenCallback, Usage
 from engine.plan import GenerationConfig, ModelRef, Node, Plan
+from engine.run.budget import RunCaps
+from engine.run.executor import execute_plan
 from storage.traces import TraceStore, TraceWriter
 
 SEED = 20240611

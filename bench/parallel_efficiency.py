@@ -2,7 +2,7 @@
 
 Every node is a remote model on one loopback OpenAI-compatible server (tests/loopback.py) that
 answers each call after a fixed latency, with room for all calls at once. Plans run through
-``engine.executor.execute_plan`` with ``RemoteBackend(max_concurrent=16)`` and
+``engine.run.executor.execute_plan`` with ``RemoteBackend(max_concurrent=16)`` and
 ``RunCaps(max_parallel=16)``, so only the executor and the client can make them slower than the
 graph allows.
 
@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import networkx as nx
 
-from engine.backends import Backend, RemoteBackend
-from engine.budget import RunCaps
-from engine.executor import execute_plan
+from engine.models import Backend, RemoteBackend
 from engine.plan import GenerationConfig, ModelRef, Node, Plan
+from engine.run.budget import RunCaps
+from engine.run.executor import execute_plan
 from tests.loopback import LoopbackServer
 
 WIDTH = 8

@@ -45,7 +45,7 @@ import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.events import (
+from engine.run.events import (
     Event,
     ModelCallFinished,
     NodeFinished,

@@ -1,68 +1,71 @@
-"""Arbor's engine: plans, decomposition, model backends, budgets and execution.
+"""Arbor's engine: plans, the planner, model backends, execution with budgets, and tuning.
+
+Packages, from the bottom up (each imports only those below it; import-linter checks it)::
+
+    engine.errors, engine.redaction   every named error; masking credentials in URLs
+    engine.plan                       the typed plan and what it holds
+    engine.models                     backends, GGUF headers, the registry, ``backend_for``
+    engine.prompts, engine.checks     prompt texts from assets/; answer checks
+    engine.planner | engine.run       task -> plan | plan -> run (scheduler, strategies, budgets)
+    engine.tune                       datasets, evaluation, allocation search
 
 Scripts use the same functions the UI does::
 
     from engine import ModelRef, RunCaps, decompose, execute_plan
     plan = decompose("Plan a three-day trip to Lisbon").plan
     result = execute_plan(plan, RunCaps(total_tokens=4000))
+
+The names below are loaded on first use, so ``import engine.errors`` stays cheap.
 """
 
-from engine.allocation import Allocation, allocate
-from engine.alternatives import merge_alternatives, sample_alternatives
-from engine.budget import RunCaps
-from engine.compute_config import AllocationPolicy, NodeBudget, SelectorConfig, StrategyConfig
-from engine.decompose import DecomposeResult, decompose
-from engine.difficulty import rate_difficulty
-from engine.errors import (
-    ArborError,
-    BudgetExceeded,
-    CycleError,
-    DecomposeError,
-    ModelCallFailed,
-    ModelUnavailable,
-    PlanError,
-    SessionError,
-    TraceStoreError,
-)
-from engine.executor import RunResult, execute_plan
-from engine.expand import ExpandResult, expand_node, replan_subtree
-from engine.history import PlanHistory
-from engine.plan import GenerationConfig, ModelRef, Node, Plan, single_node_plan
-from engine.plan_io import export_plan, import_plan
+from __future__ import annotations
 
-__all__ = [
-    "Allocation",
-    "AllocationPolicy",
-    "ArborError",
-    "BudgetExceeded",
-    "CycleError",
-    "DecomposeError",
-    "DecomposeResult",
-    "ExpandResult",
-    "GenerationConfig",
-    "ModelCallFailed",
-    "ModelRef",
-    "ModelUnavailable",
-    "Node",
-    "NodeBudget",
-    "Plan",
-    "PlanError",
-    "PlanHistory",
-    "RunCaps",
-    "RunResult",
-    "SelectorConfig",
-    "SessionError",
-    "StrategyConfig",
-    "TraceStoreError",
-    "allocate",
-    "decompose",
-    "execute_plan",
-    "expand_node",
-    "export_plan",
-    "import_plan",
-    "merge_alternatives",
-    "rate_difficulty",
-    "replan_subtree",
-    "sample_alternatives",
-    "single_node_plan",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Allocation": "engine.run.allocation",
+    "allocate": "engine.run.allocation",
+    "merge_alternatives": "engine.planner.alternatives",
+    "sample_alternatives": "engine.planner.alternatives",
+    "RunCaps": "engine.run.budget",
+    "AllocationPolicy": "engine.plan.compute_config",
+    "NodeBudget": "engine.plan.compute_config",
+    "SelectorConfig": "engine.plan.compute_config",
+    "StrategyConfig": "engine.plan.compute_config",
+    "DecomposeResult": "engine.planner.decompose",
+    "decompose": "engine.planner.decompose",
+    "rate_difficulty": "engine.planner.difficulty",
+    "ArborError": "engine.errors",
+    "CycleError": "engine.errors",
+    "ModelCallFailed": "engine.errors",
+    "ModelUnavailable": "engine.errors",
+    "PlanError": "engine.errors",
+    "SessionError": "engine.errors",
+    "TraceStoreError": "engine.errors",
+    "RunResult": "engine.run.executor",
+    "execute_plan": "engine.run.executor",
+    "ExpandResult": "engine.planner.expand",
+    "expand_node": "engine.planner.expand",
+    "replan_subtree": "engine.planner.expand",
+    "PlanHistory": "engine.plan.history",
+    "GenerationConfig": "engine.plan",
+    "ModelRef": "engine.plan",
+    "Node": "engine.plan",
+    "Plan": "engine.plan",
+    "single_node_plan": "engine.plan",
+    "export_plan": "engine.plan.files",
+    "import_plan": "engine.plan.files",
+}
+#: Modules offered by name (``from engine import editing``).
+_MODULES = {"editing": "engine.plan.editing"}
+
+__all__ = sorted([*_EXPORTS, *_MODULES])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODULES:
+        return importlib.import_module(_MODULES[name])
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'engine' has no attribute {name!r}")

@@ -22,8 +22,8 @@ import jsonschema
 import simpleeval
 from jsonschema.exceptions import SchemaError
 
-from engine.compute_config import SelectorConfig, VoteOn
-from engine.errors import ArborError
+from engine.errors import CheckError
+from engine.plan.compute_config import SelectorConfig, VoteOn
 
 #: Longest expression accepted (the same bound as ``SelectorConfig.expression``).
 MAX_EXPRESSION_CHARS = 2000
@@ -39,10 +39,6 @@ SAMPLE_OUTPUTS = (
     "Paris\nThe capital of France is Paris.",
     '{"answer": "yes", "confidence": 0.9}',
 )
-
-
-class CheckError(ArborError):
-    """A check the analyst wrote cannot be used: a bad regex, JSON schema or expression."""
 
 
 # -- normalisation ---------------------------------------------------------------------------

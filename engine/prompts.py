@@ -2,22 +2,22 @@
 
 ``string.Template`` (``$name``) rather than ``str.format`` so that braces in worked JSON examples
 need no escaping. A node's own instruction may be a Jinja template (``{{ deps.s1 }}``); it is
-rendered by ``engine.templates`` before it is put into the prompt.
+rendered by ``engine.plan.templates`` before it is put into the prompt.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from pathlib import Path
 from string import Template
 from typing import Any
 
-from engine.backends.base import ChatMessage
+from assets import asset_path
+from engine.models.base import ChatMessage
 from engine.plan import Node, Plan
-from engine.templates import draft_node, placeholder_outputs, render_instruction
+from engine.plan.templates import draft_node, placeholder_outputs, render_instruction
 
-PROMPTS_DIR = Path(__file__).resolve().parent.parent / "assets" / "prompts"
+PROMPTS_DIR = asset_path("prompts")
 #: Upstream outputs are cut to this many characters so a deep plan still fits the context.
 MAX_UPSTREAM_CHARS = 2000
 

@@ -31,7 +31,7 @@ if [[ ! -f "$stamp" ]]; then
 fi
 
 # Assemble the bundled model now (sha256-checked) rather than on the first click.
-.venv/bin/python -c 'from engine.bundled import bundled_model_path; print("bundled model:", bundled_model_path())'
+.venv/bin/python -c 'from engine.models.bundled import bundled_model_path; print("bundled model:", bundled_model_path())'
 
 if [[ $with_tests == 1 ]] && ! command -v chromium >/dev/null; then
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then

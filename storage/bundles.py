@@ -44,11 +44,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import duckdb
 
-from engine.errors import RegistryError, SessionError
+from engine.errors import BundleError, RegistryError
+from engine.models.registry import REGISTRY_FORMAT, REGISTRY_VERSION, Registry
 from engine.plan import Plan
-from engine.plan_io import import_plan
+from engine.plan.files import import_plan
 from engine.redaction import credentials_refusal
-from engine.registry import REGISTRY_FORMAT, REGISTRY_VERSION, Registry
 from storage.sessions import SESSION_FORMAT, SESSION_FORMAT_VERSION, ArborSession
 from storage.trace_export import arbor_version
 from storage.traces import MIGRATIONS, TraceStore
@@ -94,10 +94,6 @@ _FOREIGN_SIGNS = (
     ("META-INF/MANIFEST.MF", "a Java archive"),
     ("mimetype", "an OpenDocument or EPUB file"),
 )
-
-
-class BundleError(SessionError):
-    """A session file cannot be exported or imported; the message says what is wrong."""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import json
 import math
 from typing import Any
 
-from engine.evaluation import EvaluationReport
+from engine.tune.evaluation import EvaluationReport
 from storage.traces import TraceStore
 
 INF_FLAG_SUFFIX = "_inf"

@@ -34,19 +34,18 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from engine.backends import backend_for
-from engine.budget import RunCaps
-from engine.errors import ArborError, RegistryError, TraceStoreError
-from engine.evaluation import ThreadedRunner
-from engine.events import Event, NodeProgress, RunStarted
-from engine.executor import RunResult, execute_plan
+from engine.errors import PoolError, TraceStoreError, user_message
+from engine.models import registry_backend_factory
 from engine.plan import Plan
-from engine.registry import Registry
+from engine.run.budget import RunCaps
+from engine.run.events import Event, NodeProgress, RunStarted
+from engine.run.executor import RunResult, execute_plan
+from engine.tune.evaluation import ThreadedRunner
 from storage.traces import TraceWriter
 from storage.workspace import Workspace
 
 if TYPE_CHECKING:
-    from engine.evaluation import JobOutcome, PlanJob
+    from engine.tune.evaluation import JobOutcome, PlanJob
 
 #: Environment variable naming the Ray cluster evaluations run on ("local": a new local one).
 RAY_ADDRESS_ENV = "ARBOR_RAY_ADDRESS"
@@ -61,14 +60,6 @@ CANCEL_WAIT_S = 15.0
 #: The port a ``ray://`` (Ray Client) address without one uses.
 RAY_CLIENT_PORT = 10001
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-class PoolError(ArborError):
-    """An execution pool cannot run: Ray is not installed, or its cluster cannot be reached."""
-
-
-def _error_text(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, ArborError) else f"{type(exc).__name__}: {exc}"
 
 
 def _check_workers(workers: int) -> int:
@@ -124,11 +115,9 @@ def _run_in_ray_worker(
             events.append(event)
 
     warnings: list[str] = []
-    try:
-        factory = Registry.in_data_dir(data_dir).backend_for
-    except RegistryError as exc:
-        factory = backend_for
-        warnings.append(f"model registry ignored: {exc}")
+    factory, registry_problem = registry_backend_factory(data_dir)
+    if registry_problem:
+        warnings.append(registry_problem)
     cancel, finished = threading.Event(), threading.Event()
     outcome: dict[str, Any] = {}
 
@@ -144,7 +133,7 @@ def _run_in_ray_worker(
                 cancel=cancel,
             )
         except BaseException as exc:
-            outcome["error"] = _error_text(exc)
+            outcome["error"] = user_message(exc)
         finally:
             finished.set()
 
@@ -343,9 +332,9 @@ class RayPool:
             return job, None, "cancelled"
         except ray.exceptions.RayTaskError as exc:
             cause = getattr(exc, "cause", None) or exc
-            return job, None, f"the Ray task failed: {_error_text(cause)}"
+            return job, None, f"the Ray task failed: {user_message(cause)}"
         except Exception as exc:  # a lost worker or node
-            return job, None, f"the Ray task failed: {_error_text(exc)}"
+            return job, None, f"the Ray task failed: {user_message(exc)}"
         self._record(events, result)
         return job, result, error
 

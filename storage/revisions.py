@@ -19,7 +19,7 @@ from sqlmodel import SQLModel, select
 
 from engine.errors import ArborError, SessionError
 from engine.plan import Plan
-from engine.plan_diff import PlanDiff, diff_plans
+from engine.plan.diff import PlanDiff, diff_plans
 
 FIRST_SUMMARY = "first revision"
 UNREADABLE_SUMMARY = "changed (the revision before is unreadable)"

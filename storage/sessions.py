@@ -18,9 +18,9 @@ from sqlmodel import Field as SQLField
 from sqlmodel import Session as DBSession
 from sqlmodel import SQLModel, create_engine, select
 
-from engine.budget import RunCaps
 from engine.errors import ArborError, SessionError
 from engine.plan import Plan
+from engine.run.budget import RunCaps
 from storage.revisions import RevisionStore
 
 SESSION_FORMAT = "arbor-session"

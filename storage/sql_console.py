@@ -28,19 +28,16 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from engine.errors import TraceStoreError
+from assets import asset_path
+from engine.errors import QueryRefused, TraceStoreError
 from storage.traces import TraceStore
 
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "queries"
+EXAMPLES_DIR = asset_path("queries")
 
 #: Functions that read files, the network, the environment or secrets. Matched on the parsed
 #: query's function names (scalar and table functions alike), by prefix where a family exists.
 REFUSED_FUNCTIONS = ("getenv", "glob", "query", "query_table", "sniff_csv", "which_secret")
 REFUSED_PREFIXES = ("read_", "parquet_", "iceberg_", "delta_", "duckdb_secrets", "load_")
-
-
-class QueryRefused(TraceStoreError):
-    """The console does not run this statement; the message says why."""
 
 
 @dataclass

@@ -21,7 +21,7 @@ import pandas as pd
 
 from engine.errors import ArborError, TraceStoreError
 from engine.plan import Plan
-from engine.plan_diff import PlanDiff, diff_plans
+from engine.plan.diff import PlanDiff, diff_plans
 from storage.traces import LIVE_RUN_TOTALS, TraceStore
 
 

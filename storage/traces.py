@@ -17,7 +17,7 @@ Schema (version 2), designed to be queried directly::
 ``node_executions.status`` is running | done | failed | blocked | skipped | cancelled |
 interrupted; ``reused_from`` names the run whose recorded call gave a node its output (no model
 was called). ``model_calls.status`` is ok | error | cancelled; ``cache_key`` is the call's
-identity (``engine.call_cache.call_cache_key``), so the store doubles as the call cache.
+identity (``engine.run.call_cache.call_cache_key``), so the store doubles as the call cache.
 
 DuckDB lets only one process open a file read-write, and a process that holds it blocks every
 other. So connections are short-lived: ``TraceStore`` opens one for a write or a query and
@@ -45,9 +45,10 @@ import duckdb
 import pyarrow as pa
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
-from engine.call_cache import CachedCall
 from engine.errors import TraceStoreError
-from engine.events import (
+from engine.redaction import REDACT_PATTERNS, redact
+from engine.run.call_cache import CachedCall
+from engine.run.events import (
     BudgetUpdate,
     Event,
     ModelCallFinished,
@@ -57,7 +58,6 @@ from engine.events import (
     RunFinished,
     RunStarted,
 )
-from engine.redaction import REDACT_PATTERNS, redact
 
 
 def _create_v1(con: duckdb.DuckDBPyConnection) -> None:
@@ -122,7 +122,7 @@ def _add_v2_columns(con: duckdb.DuckDBPyConnection) -> None:
         ALTER TABLE node_executions ADD COLUMN cost_usd DOUBLE DEFAULT 0;
         ALTER TABLE model_calls ADD COLUMN sample_index INTEGER DEFAULT 0;
         ALTER TABLE model_calls ADD COLUMN seed BIGINT;
-        ALTER TABLE model_calls ADD COLUMN cache_key VARCHAR;  -- engine.call_cache key
+        ALTER TABLE model_calls ADD COLUMN cache_key VARCHAR;  -- engine.run.call_cache key
         ALTER TABLE model_calls ADD COLUMN cost_usd DOUBLE DEFAULT 0;
         ALTER TABLE model_calls ADD COLUMN finish_reason VARCHAR;  -- stop | length | NULL
         CREATE INDEX model_calls_cache_key ON model_calls (cache_key);

@@ -13,14 +13,13 @@ from collections.abc import Iterable
 from contextlib import suppress
 from pathlib import Path
 
-from engine import executor
-from engine.backends import backend_for
-from engine.budget import RunCaps
-from engine.errors import PlanError, RegistryError, TraceStoreError
-from engine.events import Listener
-from engine.executor import RunResult, execute_plan
+from engine.errors import PlanError, TraceStoreError
+from engine.models import registry_backend_factory
 from engine.plan import Plan
-from engine.registry import Registry
+from engine.run import executor
+from engine.run.budget import RunCaps
+from engine.run.events import Listener
+from engine.run.executor import RunResult, execute_plan
 from storage import paths
 from storage.sessions import SessionStore
 from storage.traces import TraceStore, TraceWriter, process_alive
@@ -190,11 +189,7 @@ class Workspace:
             self.sessions.add_run(session_id, run_id)
         # Registry entries give backends their prices, concurrency and timeout. A registry file
         # that cannot be read must not stop the run: defaults apply and the result says why.
-        registry_problem = None
-        try:
-            factory = Registry.in_data_dir(self.root).backend_for
-        except RegistryError as exc:
-            factory, registry_problem = backend_for, f"model registry ignored: {exc}"
+        factory, registry_problem = registry_backend_factory(self.root)
         writer = TraceWriter(self.traces)
         try:
             result = execute_plan(

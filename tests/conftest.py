@@ -34,7 +34,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def bundled_path() -> Path:
-    from engine.bundled import bundled_model_path
+    from engine.models.bundled import bundled_model_path
 
     path = bundled_model_path()
     assert path.is_file(), f"bundled model missing at {path}"
@@ -129,7 +129,7 @@ def _close_loaded_models() -> Iterator[None]:
     Left to garbage collection at exit, llama-cpp-python's ``__del__`` prints a TypeError.
     """
     yield
-    local = sys.modules.get("engine.backends.local")
+    local = sys.modules.get("engine.models.local")
     if local is not None:
         local.unload_all()
 

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.backends.base import Backend, ChatMessage, Completion, TokenCallback, Usage
-from engine.call_cache import CachedCall
 from engine.errors import CallCancelled
-from engine.events import ModelCallFinished
+from engine.models.base import Backend, ChatMessage, Completion, TokenCallback, Usage
 from engine.plan import GenerationConfig, ModelRef, Node, Plan
+from engine.run.call_cache import CachedCall
+from engine.run.events import ModelCallFinished
 
 FAKE_URL = "http://fake.invalid/v1"
 

@@ -13,12 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.allocation import DECAY_FLOOR, allocate, decay_factor
-from engine.budget import RunCaps
-from engine.compute_config import AllocationPolicy, NodeBudget, StrategyConfig
 from engine.errors import CycleError, PlanError
-from engine.model_settings import GenerationConfig, ModelRef
 from engine.plan import Node, Plan
+from engine.plan.compute_config import AllocationPolicy, NodeBudget, StrategyConfig
+from engine.plan.model_settings import GenerationConfig, ModelRef
+from engine.run.allocation import DECAY_FLOOR, allocate, decay_factor
+from engine.run.budget import RunCaps
 
 SCHEDULES = ["constant", "linear", "polynomial", "exponential", "cosine"]
 FAST = ModelRef(kind="remote", base_url="http://fast/v1", model="fast")

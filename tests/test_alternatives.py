@@ -6,16 +6,16 @@ from __future__ import annotations
 import pytest
 from fake_backend import ScriptedPlanner, planner_json, subtask, tree
 
-from engine.alternatives import (
+from engine.errors import CycleError, PlanError
+from engine.plan import GenerationConfig, ModelRef, Plan
+from engine.planner.alternatives import (
     ALTERNATIVE_TEMPERATURES,
     MAX_ALTERNATIVES,
     SEED_STRIDE,
     merge_alternatives,
     sample_alternatives,
 )
-from engine.decompose import build_plan, parse_subtasks
-from engine.errors import CycleError, PlanError
-from engine.plan import GenerationConfig, ModelRef, Plan
+from engine.planner.decompose import build_plan, parse_subtasks
 
 TASK = "Organise a team offsite"
 

@@ -204,7 +204,7 @@ def test_alternatives_are_shown_side_by_side_and_ticked_subtasks_merge(app, monk
     """The UI's wiring of alternatives: side by side, tick, merge, undo. The planner's answers
     are scripted here (two real samples took 90 s of the suite); the bundled model sampling
     alternatives is tested in test_alternatives.py and the planner in the browser tests."""
-    from engine import alternatives
+    from engine.planner import alternatives
     from tests.fake_backend import ScriptedPlanner, planner_json, subtask
 
     scripted = ScriptedPlanner(

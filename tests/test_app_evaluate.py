@@ -14,8 +14,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app.eval_jobs import load_upload
-from engine import evaluation
-from engine.evaluation import DatasetError, shipped_datasets
+from engine.tune import evaluation
+from engine.tune.evaluation import DatasetError, shipped_datasets
 from storage.evaluations import list_evaluations, load_summary
 from storage.workspace import Workspace
 

@@ -22,11 +22,11 @@ from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1 import app_test as app_test_module
 
-from engine.budget import RunCaps
-from engine.compute_config import strategy_from_spec
-from engine.events import NodeStarted, RunStarted
-from engine.executor import RunResult, execute_plan
 from engine.plan import GenerationConfig, Node, Plan
+from engine.plan.compute_config import strategy_from_spec
+from engine.run.budget import RunCaps
+from engine.run.events import NodeStarted, RunStarted
+from engine.run.executor import RunResult, execute_plan
 from storage.sessions import ArborSession
 from storage.sql_console import SavedQueries
 from storage.workspace import Workspace

@@ -9,9 +9,9 @@ import time
 import pytest
 from conftest import free_port
 
-from engine.backends import LocalBackend, RemoteBackend, backend_for
-from engine.backends.local import detect_chat_format
 from engine.errors import ModelCallFailed, ModelUnavailable
+from engine.models import LocalBackend, RemoteBackend, backend_for
+from engine.models.local import detect_chat_format
 from engine.plan import GenerationConfig, ModelRef
 
 SHORT = GenerationConfig(temperature=0.0, max_tokens=32, seed=1)
@@ -173,7 +173,7 @@ def test_remote_server_returns_text_and_usage(llama_server):
 @pytest.mark.server
 def test_remote_json_schema_request_is_honoured_by_llama_cpp_server(llama_server, monkeypatch):
     """llama_cpp.server refuses OpenAI's json_schema format; the backend must fall back."""
-    from engine.backends import remote
+    from engine.models import remote
 
     monkeypatch.setattr(remote, "_NO_JSON_SCHEMA_FORMAT", set())  # forget earlier tests
     backend = RemoteBackend(llama_server + "/", "gemma")  # trailing slash is normalised

@@ -19,8 +19,8 @@ from conftest import serve_ui
 from playwright.sync_api import expect
 from test_browser_plan import ARTIFACTS, _click, _settled
 
-from engine.budget import RunCaps
 from engine.plan import GenerationConfig, Node, Plan
+from engine.run.budget import RunCaps
 from storage.sessions import ArborSession
 from storage.trace_queries import TraceQueries
 

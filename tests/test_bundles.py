@@ -25,11 +25,11 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from engine.budget import RunCaps
 from engine.errors import SessionError, TraceStoreError
-from engine.events import ModelCallFinished, NodeFinished, NodeStarted, RunFinished, RunStarted
+from engine.models.registry import Registry
 from engine.plan import GenerationConfig, ModelRef, Node, Plan
-from engine.registry import Registry
+from engine.run.budget import RunCaps
+from engine.run.events import ModelCallFinished, NodeFinished, NodeStarted, RunFinished, RunStarted
 from storage import bundles
 from storage.bundles import BUNDLE_VERSION, BundleError, export_session, import_bundle
 from storage.sessions import ArborSession

@@ -20,7 +20,7 @@ from engine.checks import (
     normalise_text,
     regex_passes,
 )
-from engine.compute_config import SelectorConfig
+from engine.plan.compute_config import SelectorConfig
 
 # -- normalisation -------------------------------------------------------------------------
 

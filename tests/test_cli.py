@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.budget import RunCaps
 from engine.plan import GenerationConfig, Node, Plan
+from engine.run.budget import RunCaps
 from storage.sessions import ArborSession
 from storage.workspace import Workspace
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.compute_config import strategy_from_spec
 from engine.plan import Node, Plan, single_node_plan
+from engine.plan.compute_config import strategy_from_spec
 from storage.evaluations import list_evaluations, load_summary
 from storage.workspace import Workspace
 from tests.test_cli import _cli

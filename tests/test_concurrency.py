@@ -18,8 +18,8 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from engine.budget import RunCaps
 from engine.plan import GenerationConfig, ModelRef, Node, Plan
+from engine.run.budget import RunCaps
 from storage.trace_queries import RunFilter, TraceQueries
 from storage.workspace import Workspace
 from tests.loopback import LoopbackServer

@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 from fake_backend import ScriptedPlanner
 
-from engine.decompose import (
+from engine.errors import ModelUnavailable
+from engine.plan import ModelRef, Plan
+from engine.planner.decompose import (
     MAX_SUBTASKS,
     MAX_TASK_CHARS_IN_PROMPT,
     MAX_TITLE,
@@ -21,8 +23,6 @@ from engine.decompose import (
     stopped_at_title,
     worked_examples,
 )
-from engine.errors import ModelUnavailable
-from engine.plan import ModelRef, Plan
 
 
 def _sub(title: str, deps: Any = (), instruction: str | None = None) -> dict[str, Any]:

@@ -7,15 +7,15 @@ import json
 import pytest
 from fake_backend import ScriptedPlanner, tree
 
-from engine.decompose import UnusablePlan
-from engine.difficulty import (
+from engine.plan import Plan
+from engine.planner.decompose import UnusablePlan
+from engine.planner.difficulty import (
     RATE_BATCH,
     _example,
     parse_ratings,
     rate_difficulty,
     rating_messages,
 )
-from engine.plan import Plan
 
 
 def ratings(*pairs) -> str:

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from plan_strategies import draw_edit, valid_plans
 
-from engine import editing
+from engine.plan import editing
 from engine.errors import CycleError, PlanError
 from engine.plan import ModelRef, Plan
 

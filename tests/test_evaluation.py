@@ -17,11 +17,13 @@ from typing import Any
 
 import pytest
 
-from engine.backends.base import Backend, ChatMessage, Completion, TokenCallback, Usage
-from engine.budget import RunCaps
 from engine.checks import CheckError
 from engine.errors import CallCancelled, ModelCallFailed
-from engine.evaluation import (
+from engine.models.base import Backend, ChatMessage, Completion, TokenCallback, Usage
+from engine.plan import Node, Plan, single_node_plan
+from engine.plan.model_settings import GenerationConfig, ModelRef
+from engine.run.budget import RunCaps
+from engine.tune.evaluation import (
     CheckerConfig,
     DatasetError,
     EvaluationError,
@@ -38,8 +40,6 @@ from engine.evaluation import (
     plan_for_input,
     shipped_datasets,
 )
-from engine.model_settings import GenerationConfig, ModelRef
-from engine.plan import Node, Plan, single_node_plan
 from storage.evaluations import list_evaluations, load_results, load_summary, save_report
 from storage.traces import TraceStore
 
@@ -445,8 +445,8 @@ def test_evaluate_gives_hand_computed_accuracy_tokens_and_cost_of_pass(tmp_path:
 
 
 def test_replayed_answers_count_at_their_recorded_cost(tmp_path: Path) -> None:
-    from engine.executor import NodeResult, RunResult
-    from engine.scheduler import NodeStatus
+    from engine.run.executor import NodeResult, RunResult
+    from engine.run.scheduler import NodeStatus
 
     def replaying(jobs, *, cancel=None):
         for job in jobs:
@@ -696,7 +696,7 @@ def test_chart_marks_the_frontier_and_holds_no_infinity(tmp_path: Path) -> None:
 # -- the real bundled model --------------------------------------------------------------------
 @pytest.mark.model
 def test_evaluation_on_the_real_model_is_consistent() -> None:
-    from engine.backends import backend_for
+    from engine.models import backend_for
 
     dataset = load_dataset(shipped_datasets()["arithmetic"])
     plan = single_node_plan(dataset.examples[0].input)

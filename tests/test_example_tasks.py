@@ -21,8 +21,13 @@ from typing import Any
 
 import pytest
 
-from engine.decompose import MAX_SUBTASKS, PLANNER_MAX_TOKENS, PLANNER_TEMPERATURES, decompose
 from engine.plan import ModelRef, Plan
+from engine.planner.decompose import (
+    MAX_SUBTASKS,
+    PLANNER_MAX_TOKENS,
+    PLANNER_TEMPERATURES,
+    decompose,
+)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples" / "tasks.json"
 ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "decompose_examples.json"

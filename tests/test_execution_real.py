@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.budget import RunCaps
-from engine.events import NodeProgress
 from engine.plan import GenerationConfig, ModelRef, Node, Plan
-from engine.scheduler import NodeStatus
+from engine.run.budget import RunCaps
+from engine.run.events import NodeProgress
+from engine.run.scheduler import NodeStatus
 from storage.traces import TraceStore
 
 pytestmark = pytest.mark.model

@@ -14,12 +14,12 @@ import time
 import pytest
 from fake_backend import Behaviour, MemoryCache, fake_factory, fake_models, tree
 
-from engine import executor
-from engine.budget import RunCaps
-from engine.events import ModelCallFinished, NodeFinished, NodeProgress, RunStarted
-from engine.executor import execute_plan
+from engine.run import executor
 from engine.plan import Plan
-from engine.scheduler import NodeStatus
+from engine.run.budget import RunCaps
+from engine.run.events import ModelCallFinished, NodeFinished, NodeProgress, RunStarted
+from engine.run.executor import execute_plan
+from engine.run.scheduler import NodeStatus
 
 
 def _leaves(count: int) -> dict:

@@ -14,12 +14,12 @@ from fake_backend import Behaviour, fake_factory, fake_models, tree
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.budget import RunCaps
 from engine.errors import CycleError, ModelCallFailed
-from engine.events import ModelCallFinished, NodeFinished, NodeStarted, RunFinished, RunStarted
-from engine.executor import execute_plan
 from engine.plan import GenerationConfig
-from engine.scheduler import NodeStatus
+from engine.run.budget import RunCaps
+from engine.run.events import ModelCallFinished, NodeFinished, NodeStarted, RunFinished, RunStarted
+from engine.run.executor import execute_plan
+from engine.run.scheduler import NodeStatus
 
 DIAMOND = {
     "id": "root",

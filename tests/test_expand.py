@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from fake_backend import ScriptedPlanner, planner_json, subtask, tree
 
-from engine.decompose import PLAN_SCHEMA
 from engine.errors import PlanError
-from engine.expand import child_ids, expand_node, replan_subtree
 from engine.plan import GenerationConfig, ModelRef, Plan
+from engine.planner.decompose import PLAN_SCHEMA
+from engine.planner.expand import child_ids, expand_node, replan_subtree
 
 
 def trip_plan() -> Plan:

@@ -12,9 +12,9 @@ from typing import Any
 import jsonschema
 import pytest
 
-from engine.backends import batch_decode, local
-from engine.backends.base import ChatMessage
 from engine.errors import ModelCallFailed
+from engine.models import batch_decode, local
+from engine.models.base import ChatMessage
 
 #: Nested objects, an enum, bounded arrays and strings: the kinds of limit the planner relies on.
 PROFILE_SCHEMA: dict[str, Any] = {

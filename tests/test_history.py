@@ -10,8 +10,8 @@ from plan_strategies import draw_edit, valid_plans
 
 from engine import editing
 from engine.errors import PlanError
-from engine.history import PlanHistory
 from engine.plan import Plan
+from engine.plan.history import PlanHistory
 
 
 def _plan() -> Plan:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.backends import batch_decode, local
-from engine.backends.local import LocalBackend, loaded_models, set_memory_limit, unload_all
 from engine.errors import CallCancelled, ModelCallFailed, ModelUnavailable
+from engine.models import batch_decode, local
+from engine.models.local import LocalBackend, loaded_models, set_memory_limit, unload_all
 from engine.plan import GenerationConfig
 
 POEM = [{"role": "user", "content": "Write a short poem about the sea."}]

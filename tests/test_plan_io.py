@@ -13,8 +13,8 @@ from plan_strategies import valid_plans
 
 from engine.errors import CycleError, PlanError
 from engine.plan import PLAN_FORMAT, GenerationConfig, ModelRef, Node, Plan
-from engine.plan_diff import diff_plans
-from engine.plan_io import export_plan, import_plan
+from engine.plan.diff import diff_plans
+from engine.plan.files import export_plan, import_plan
 
 
 def _plan() -> Plan:

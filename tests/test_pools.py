@@ -14,10 +14,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from engine.budget import RunCaps
-from engine.evaluation import PlanJob
-from engine.model_settings import GenerationConfig
 from engine.plan import Plan, single_node_plan
+from engine.plan.model_settings import GenerationConfig
+from engine.run.budget import RunCaps
+from engine.tune.evaluation import PlanJob
 from storage.pools import (
     RAY_ADDRESS_ENV,
     LocalPool,

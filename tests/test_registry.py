@@ -19,17 +19,17 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from engine.backends import LocalBackend, RemoteBackend
 from engine.errors import ModelUnavailable, RegistryError
-from engine.gguf_info import _read_cached, read_gguf_info
-from engine.plan import ModelRef
-from engine.registry import (
+from engine.models import LocalBackend, RemoteBackend
+from engine.models.gguf import _read_cached, read_gguf_info
+from engine.models.registry import (
     BUNDLED_NAME,
     Registry,
     check_entry,
     default_models_dir,
     make_entry,
 )
+from engine.plan import ModelRef
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -343,7 +343,7 @@ def test_backend_for_applies_the_entrys_prices_concurrency_and_timeout(registry,
     assert isinstance(backend, RemoteBackend)
     assert (backend.max_concurrent, backend.timeout_s) == (6, 45)
     assert (backend.price_in_per_m, backend.price_out_per_m) == (0.5, 2.0)
-    from engine.backends.base import Usage
+    from engine.models.base import Usage
 
     assert backend.cost(Usage(1_000_000, 500_000)) == pytest.approx(0.5 + 1.0)
 
@@ -648,8 +648,8 @@ def test_models_page_shows_a_corrupt_registry_without_touching_it(tmp_path, monk
 def test_runs_take_prices_and_concurrency_from_the_registry(workspace):
     from loopback import LoopbackServer
 
-    from engine.budget import RunCaps
     from engine.plan import Node, Plan
+    from engine.run.budget import RunCaps
 
     with LoopbackServer(latency_s=0.3, reply="A short answer from the endpoint.") as server:
         registry = Registry.in_data_dir(workspace.root)

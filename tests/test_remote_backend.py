@@ -14,9 +14,9 @@ import time
 import pytest
 from loopback import LoopbackServer
 
-from engine.backends import RemoteBackend
-from engine.backends.remote import RETRY_AFTER_CAP_S
 from engine.errors import CallCancelled, ModelCallFailed, ModelUnavailable
+from engine.models import RemoteBackend
+from engine.models.remote import RETRY_AFTER_CAP_S
 from engine.plan import GenerationConfig
 
 QUESTION = [{"role": "user", "content": "Name three colours of the rainbow."}]

@@ -12,7 +12,7 @@ from sqlmodel import SQLModel, create_engine
 from engine import editing
 from engine.errors import CycleError, SessionError
 from engine.plan import ModelRef, Plan
-from engine.plan_diff import PlanDiff, diff_plans
+from engine.plan.diff import PlanDiff, diff_plans
 from storage.revisions import RevisionStore
 from storage.sessions import ArborSession, SessionRecord, SessionStore
 

@@ -9,8 +9,8 @@ from fake_backend import tree
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.budget import MIN_OUTPUT_TOKENS, RunCaps, TokenBudget
-from engine.scheduler import NodeStatus, Scheduler
+from engine.run.budget import MIN_OUTPUT_TOKENS, RunCaps, TokenBudget
+from engine.run.scheduler import NodeStatus, Scheduler
 
 
 def _scheduler(plan) -> Scheduler:

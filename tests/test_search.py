@@ -18,19 +18,19 @@ from typing import Any
 
 import pytest
 
-from engine.backends.base import Backend, ChatMessage, Completion, TokenCallback, Usage
-from engine.compute_config import SINGLE_CALL, StrategyConfig
 from engine.errors import ArborError, ModelCallFailed, PlanError
-from engine.model_settings import GenerationConfig, ModelRef
-from engine.outcome_table import (
+from engine.models.base import Backend, ChatMessage, Completion, TokenCallback, Usage
+from engine.plan import Node, Plan
+from engine.plan.compute_config import SINGLE_CALL, StrategyConfig
+from engine.plan.model_settings import GenerationConfig, ModelRef
+from engine.tune.outcome_table import (
     MissingOutcome,
     Outcome,
     OutcomeTable,
     OutcomeTableError,
     TableEvaluator,
 )
-from engine.plan import Node, Plan
-from engine.search import (
+from engine.tune.search import (
     SEARCH_INSTRUCTIONS,
     NodeOption,
     SearchResult,
@@ -556,7 +556,7 @@ def test_parse_proposal_salvages_an_answer_cut_off_in_its_reason():
 
 @pytest.mark.model
 def test_real_bundled_model_proposes_valid_assignments_within_the_rules(bundled_path, small):
-    from engine.backends import backend_for
+    from engine.models import backend_for
 
     backend = backend_for(ModelRef())
     budget = mid_budget(small)

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from engine.errors import SessionError, TraceStoreError
-from engine.events import ModelCallFinished, NodeFinished, NodeStarted, RunFinished, RunStarted
 from engine.plan import Node, Plan
+from engine.run.events import ModelCallFinished, NodeFinished, NodeStarted, RunFinished, RunStarted
 from storage.bundles import export_session
 from storage.sessions import ArborSession
 from storage.workspace import Workspace

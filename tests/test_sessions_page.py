@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from engine.events import ModelCallFinished, NodeFinished, NodeStarted, RunFinished, RunStarted
 from engine.plan import Node, Plan
+from engine.run.events import ModelCallFinished, NodeFinished, NodeStarted, RunFinished, RunStarted
 from storage import bundles
 from storage.bundles import export_session
 from storage.sessions import ArborSession

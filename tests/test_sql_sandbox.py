@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.events import RunStarted
+from engine.run.events import RunStarted
 from storage.sql_console import QueryRefused, run_read_only, run_sandboxed
 from storage.traces import TraceStore
 

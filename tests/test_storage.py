@@ -12,10 +12,10 @@ import duckdb
 import pytest
 from conftest import SERVER_API_KEY
 
-from engine.budget import RunCaps
 from engine.errors import CycleError, SessionError, TraceStoreError
-from engine.events import NodeFinished
 from engine.plan import GenerationConfig, ModelRef, Node, Plan
+from engine.run.budget import RunCaps
+from engine.run.events import NodeFinished
 from storage.sessions import SESSION_FORMAT, SESSION_FORMAT_VERSION, ArborSession, SessionStore
 from storage.traces import MIGRATIONS, TraceStore
 

@@ -16,15 +16,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.backends.base import Backend, ChatMessage, Completion, TokenCallback, Usage
-from engine.budget import RunCaps
-from engine.compute_config import NodeBudget, SelectorConfig, StrategyConfig
 from engine.errors import CallCancelled
-from engine.events import BudgetUpdate, ModelCallFinished, NodeFinished
-from engine.executor import execute_plan
-from engine.node_calls import sample_seeds
+from engine.models.base import Backend, ChatMessage, Completion, TokenCallback, Usage
 from engine.plan import GenerationConfig, ModelRef, Node, Plan
-from engine.strategies import leader_probability, vote_settled
+from engine.plan.compute_config import NodeBudget, SelectorConfig, StrategyConfig
+from engine.run.budget import RunCaps
+from engine.run.events import BudgetUpdate, ModelCallFinished, NodeFinished
+from engine.run.executor import execute_plan
+from engine.run.node_calls import sample_seeds
+from engine.run.strategies import leader_probability, vote_settled
 from tests.fake_backend import MemoryCache
 
 URL = "http://scripted.invalid/v1"

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.budget import RunCaps
-from engine.compute_config import NodeBudget, StrategyConfig
 from engine.plan import GenerationConfig, Node, Plan
+from engine.plan.compute_config import NodeBudget, StrategyConfig
+from engine.run.budget import RunCaps
 from storage.workspace import Workspace
 
 pytestmark = pytest.mark.model
@@ -111,8 +111,8 @@ def test_a_real_run_never_passes_its_node_or_run_cap(workspace):
 def test_a_completion_prompt_lets_the_base_model_answer(workspace):
     """The bundled model is a base model: in the chat format it repeats the prompt; as plain
     text continuing few-shot examples it answers."""
-    from engine.evaluation import plan_for_input
     from engine.prompts import node_messages
+    from engine.tune.evaluation import plan_for_input
 
     plan = Plan.from_json(
         (Path(__file__).resolve().parent.parent / "assets" / "examples" / "eval_plans"
@@ -130,8 +130,8 @@ def test_a_completion_prompt_lets_the_base_model_answer(workspace):
 
 
 def test_a_remote_endpoint_refuses_a_completion_prompt_clearly():
-    from engine.backends.remote import RemoteBackend
     from engine.errors import ModelCallFailed
+    from engine.models.remote import RemoteBackend
 
     backend = RemoteBackend("http://127.0.0.1:9/v1", "m")
     config = GenerationConfig(prompt_format="completion")

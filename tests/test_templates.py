@@ -11,19 +11,19 @@ from typing import Any
 
 import pytest
 
-from engine.backends.base import Backend, ChatMessage, Completion, Usage
-from engine.budget import RunCaps
 from engine.errors import PlanError
-from engine.executor import execute_plan
+from engine.models.base import Backend, ChatMessage, Completion, Usage
 from engine.plan import GenerationConfig, ModelRef, Node, Plan
-from engine.prompts import MAX_UPSTREAM_CHARS, node_messages, preview_messages
-from engine.scheduler import NodeStatus
-from engine.templates import (
+from engine.plan.templates import (
     TemplateProblem,
     check_instruction,
     preview_instruction,
     render_instruction,
 )
+from engine.prompts import MAX_UPSTREAM_CHARS, node_messages, preview_messages
+from engine.run.budget import RunCaps
+from engine.run.executor import execute_plan
+from engine.run.scheduler import NodeStatus
 
 TASK = "Plan a weekend in Porto"
 

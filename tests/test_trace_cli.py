@@ -12,8 +12,8 @@ import duckdb
 import pytest
 
 import run
-from engine.budget import RunCaps
-from engine.executor import execute_plan
+from engine.run.budget import RunCaps
+from engine.run.executor import execute_plan
 from storage.workspace import Workspace
 from tests.fake_backend import fake_factory, fake_models, tree
 

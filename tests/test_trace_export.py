@@ -26,12 +26,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from engine.budget import RunCaps
-from engine.compute_config import StrategyConfig
 from engine.errors import TraceStoreError
-from engine.events import ModelCallFinished, NodeStarted, RunStarted
-from engine.executor import RunResult
 from engine.plan import GenerationConfig, ModelRef, Node, Plan
+from engine.plan.compute_config import StrategyConfig
+from engine.run.budget import RunCaps
+from engine.run.events import ModelCallFinished, NodeStarted, RunStarted
+from engine.run.executor import RunResult
 from storage.trace_export import (
     SPAN_ATTRIBUTES,
     SPAN_FIELDS,

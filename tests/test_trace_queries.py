@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from engine.budget import RunCaps
-from engine.compute_config import strategy_from_spec
-from engine.executor import execute_plan
+from engine.plan.compute_config import strategy_from_spec
+from engine.run.budget import RunCaps
+from engine.run.executor import execute_plan
 from storage.sql_console import QueryRefused, SavedQueries, check_read_only, run_read_only
 from storage.trace_queries import RunFilter, TraceQueries, output_diff, parse_prompt
 from storage.traces import TraceStore
@@ -226,7 +226,7 @@ def test_a_run_whose_process_died_is_listed_as_interrupted(store):
     import subprocess
     import sys
 
-    from engine.events import RunStarted
+    from engine.run.events import RunStarted
 
     gone = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True

@@ -17,10 +17,12 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from engine.budget import RunCaps
-from engine.call_cache import call_cache_key
 from engine.errors import TraceStoreError
-from engine.events import (
+from engine.plan import GenerationConfig, Node, Plan
+from engine.prompts import node_messages
+from engine.run.budget import RunCaps
+from engine.run.call_cache import call_cache_key
+from engine.run.events import (
     ModelCallFinished,
     NodeFinished,
     NodeProgress,
@@ -28,8 +30,6 @@ from engine.events import (
     RunFinished,
     RunStarted,
 )
-from engine.plan import GenerationConfig, Node, Plan
-from engine.prompts import node_messages
 from storage import traces
 from storage.traces import (
     MIGRATIONS,
@@ -394,7 +394,7 @@ KILLED_WRITER = textwrap.dedent(
     import sys, time
     from datetime import UTC, datetime
     sys.path.insert(0, sys.argv[2])
-    from engine.events import ModelCallFinished, NodeFinished, NodeStarted, RunStarted
+    from engine.run.events import ModelCallFinished, NodeFinished, NodeStarted, RunStarted
     from storage.traces import TraceStore, TraceWriter
 
     writer = TraceWriter(TraceStore(sys.argv[1]))

@@ -20,13 +20,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.backends import RemoteBackend
 from engine.errors import PlanError, RegistryError
-from engine.executor import execute_plan
+from engine.models import RemoteBackend
+from engine.models.registry import REGISTRY_FORMAT, REGISTRY_VERSION, Registry
 from engine.plan import ModelRef, Node, Plan
-from engine.plan_io import export_plan, import_plan
+from engine.plan.files import export_plan, import_plan
 from engine.redaction import redact, url_credentials
-from engine.registry import REGISTRY_FORMAT, REGISTRY_VERSION, Registry
+from engine.run.executor import execute_plan
 from storage.traces import MIGRATIONS, TraceStore
 from tests.conftest import free_port
 

@@ -21,7 +21,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from engine.backends.base import ChatMessage
 from engine.checks import (
     answer_key,
     expression_score,
@@ -29,10 +28,11 @@ from engine.checks import (
     json_schema_passes,
     regex_passes,
 )
-from engine.compute_config import SelectorConfig, StrategyConfig
 from engine.errors import CallCancelled
-from engine.node_calls import Caller, CallRecord, NodeBudgetExhausted, NodeCalls
+from engine.models.base import ChatMessage
+from engine.plan.compute_config import SelectorConfig, StrategyConfig
 from engine.prompts import fill, load_prompt
+from engine.run.node_calls import Caller, CallRecord, NodeBudgetExhausted, NodeCalls
 
 #: Task text shown to a judge or critic is cut to this many characters.
 MAX_TASK_CHARS = 2000

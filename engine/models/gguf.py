@@ -18,10 +18,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.backends.local import detect_chat_format
 from engine.errors import ModelUnavailable
 
 GGUF_MAGIC = b"GGUF"
+
+# Architectures whose GGUF often ships without a chat template, mapped to llama-cpp-python's
+# built-in formats. Without this, llama-cpp-python falls back to llama-2 and output degrades.
+CHAT_FORMAT_BY_ARCHITECTURE = {
+    "gemma": "gemma",
+    "gemma2": "gemma",
+    "gemma3": "gemma",
+    "qwen2": "chatml",
+    "qwen3": "chatml",
+    "phi3": "chatml",
+    "llama": "llama-3",
+    "mistral": "mistral-instruct",
+}
+
+
+def detect_chat_format(metadata: dict[str, str]) -> str | None:
+    """None when the file carries its own template (llama-cpp-python then uses it)."""
+    if metadata.get("tokenizer.chat_template"):
+        return None
+    return CHAT_FORMAT_BY_ARCHITECTURE.get(metadata.get("general.architecture", ""), "chatml")
+
+
 #: Arrays longer than this (tokenizer vocabularies, merges) are skipped, only their length kept.
 MAX_ARRAY_ITEMS_KEPT = 64
 #: A count larger than this cannot be real; it means the header is corrupt.

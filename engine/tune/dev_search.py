@@ -1,4 +1,4 @@
-"""Allocation search on a dev set: the search algorithms of ``engine.search`` fed by real runs.
+"""Allocation search on a dev set: the search algorithms of ``engine.tune.search`` fed by real runs.
 
 ``DatasetEvaluator`` is the search's ``Evaluator`` for a plan and a dataset: an assignment
 (one option per node) becomes a plan with those models, strategies and output limits as the
@@ -16,9 +16,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from engine.backends.base import Backend
-from engine.budget import RunCaps
-from engine.evaluation import (
+from engine.models.base import Backend
+from engine.plan import Plan
+from engine.run.budget import RunCaps
+from engine.tune.evaluation import (
     CheckerConfig,
     Dataset,
     EvaluationReport,
@@ -27,8 +28,7 @@ from engine.evaluation import (
     evaluate,
     new_evaluation_id,
 )
-from engine.plan import Plan
-from engine.search import (
+from engine.tune.search import (
     SearchResult,
     SearchSpace,
     TrialResult,

@@ -9,7 +9,7 @@ observes accuracy and mean cost per example; the objective is the highest dev ac
 mean cost per example stays within the budget.
 
 Searches here know nothing about how a trial is run: an ``Evaluator`` does that (a real plan
-runner, or ``engine.outcome_table.TableEvaluator`` over recorded outcomes). The methods:
+runner, or ``engine.tune.outcome_table.TableEvaluator`` over recorded outcomes). The methods:
 
 * ``coordinate_descent``: from the cheapest assignment, move one node at a time to its best
   option (and, when stuck at the budget, trade one step of cost between two nodes); stops
@@ -38,10 +38,10 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, Field, model_validator
 
-from engine.backends.base import Backend, ChatMessage
-from engine.compute_config import StrategyConfig
-from engine.model_settings import GenerationConfig, ModelRef
+from engine.models.base import Backend, ChatMessage
 from engine.plan import Plan
+from engine.plan.compute_config import StrategyConfig
+from engine.plan.model_settings import GenerationConfig, ModelRef
 from engine.prompts import as_user_turn
 
 #: Trials are compared on cost with this relative slack, so rounding never makes an assignment

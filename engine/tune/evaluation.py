@@ -30,20 +30,21 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
-from engine.backends import Backend, backend_for
-from engine.budget import RunCaps
-from engine.call_cache import CallCache
+from assets import asset_path
 from engine.checks import CheckError, compile_pattern, extract_number, find_json, normalise_text
-from engine.errors import ArborError
-from engine.executor import RunResult, execute_plan
-from engine.model_settings import GenerationConfig, ModelRef
+from engine.errors import ArborError, DatasetError, EvaluationError, user_message
+from engine.models import Backend, backend_for
 from engine.plan import Plan
+from engine.plan.model_settings import GenerationConfig, ModelRef
 from engine.prompts import as_user_turn
+from engine.run.budget import RunCaps
+from engine.run.call_cache import CallCache
+from engine.run.executor import RunResult, execute_plan
 
 if TYPE_CHECKING:
     import altair
 
-DATASETS_DIR = Path(__file__).resolve().parent.parent / "assets" / "datasets"
+DATASETS_DIR = asset_path("datasets")
 DATASET_SUFFIXES = (".csv", ".jsonl")
 INPUT_ALIASES = ("input", "question", "prompt")
 EXPECTED_ALIASES = ("expected", "answer", "target", "output")
@@ -67,18 +68,10 @@ JUDGE_INSTRUCTIONS = (
 JUDGE_GENERATION = GenerationConfig(temperature=0.0, max_tokens=160, seed=0)
 _RUN_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
-#: Makes the backend of a model reference (``engine.backends.backend_for`` or a registry's).
+#: Makes the backend of a model reference (``engine.models.backend_for`` or a registry's).
 BackendFactory = Callable[[ModelRef], Backend]
-#: Receives a run's events (``engine.events``), e.g. a trace writer.
+#: Receives a run's events (``engine.run.events``), e.g. a trace writer.
 Listener = Callable[[Any], None]
-
-
-class DatasetError(ArborError):
-    """A dataset file cannot be used; the message names the file and the line."""
-
-
-class EvaluationError(ArborError):
-    """An evaluation cannot start: no configurations, repeated names, unknown example ids."""
 
 
 # -- datasets --------------------------------------------------------------------------------
@@ -408,10 +401,6 @@ class PlanRunner(Protocol):
     ) -> Iterator[JobOutcome]: ...
 
 
-def _error_text(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, ArborError) else f"{type(exc).__name__}: {exc}"
-
-
 class ThreadedRunner:
     """A ``PlanRunner`` running jobs on a thread pool; subclasses say how one plan runs.
 
@@ -434,7 +423,7 @@ class ThreadedRunner:
         try:
             return self.run_one(job, cancel), None
         except Exception as exc:
-            return None, _error_text(exc)
+            return None, user_message(exc)
 
     def __call__(
         self, jobs: Sequence[PlanJob], *, cancel: threading.Event | None = None
@@ -693,7 +682,7 @@ def _outcome(
     try:
         verdict = check_answer(output, example.expected, checker, judge=judge)
     except Exception as exc:  # a broken judge must not end the evaluation
-        verdict = CheckResult(False, f"the checker failed: {_error_text(exc)}")
+        verdict = CheckResult(False, f"the checker failed: {user_message(exc)}")
     detail = verdict.detail
     if error is not None and output is None:
         detail = error
@@ -785,7 +774,7 @@ def evaluate(
             if on_outcome is not None:
                 on_outcome(outcome)
     except Exception as exc:
-        status, error = "failed", f"the evaluation stopped: {_error_text(exc)}"
+        status, error = "failed", f"the evaluation stopped: {user_message(exc)}"
     finally:
         close = getattr(finished_jobs, "close", None)
         if close is not None:  # a generator left early stops its running jobs

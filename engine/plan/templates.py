@@ -37,8 +37,8 @@ from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta, no
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 
-from engine.errors import PlanError
-from engine.plan import Node, Plan
+from engine.errors import TemplateProblem
+from engine.plan.core import Node, Plan
 
 #: Names an instruction may use (besides Jinja's own globals such as ``range``).
 VARIABLES = ("task", "node", "parent", "ancestors", "deps")
@@ -47,15 +47,6 @@ MAX_RENDERED_CHARS = 100_000
 _MAX_POWER = 10_000  # largest exponent ``**`` accepts
 _TEMPLATE_MARKERS = ("{{", "{%", "{#")
 _MAPPING_METHODS = frozenset({"get", "items", "keys", "values"})
-
-
-class TemplateProblem(PlanError):
-    """A node's instruction template cannot be checked or rendered; the message says why."""
-
-    def __init__(self, message: str, *, node_id: str, line: int | None = None):
-        super().__init__(message)
-        self.node_id = node_id
-        self.line = line
 
 
 class _Sandbox(SandboxedEnvironment):

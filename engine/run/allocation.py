@@ -34,11 +34,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
-from engine.budget import MIN_OUTPUT_TOKENS, RunCaps
-from engine.compute_config import AllocationPolicy, DecaySchedule, StrategyConfig
 from engine.errors import PlanError
-from engine.model_settings import ModelRef
 from engine.plan import Node, Plan
+from engine.plan.compute_config import AllocationPolicy, DecaySchedule, StrategyConfig
+from engine.plan.model_settings import ModelRef
+from engine.run.budget import MIN_OUTPUT_TOKENS, RunCaps
 
 #: Every decay schedule ends at or above this, so the last nodes (the root's synthesis) still
 #: get a usable output limit.

@@ -32,11 +32,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from engine.backends import Backend
-from engine.backends import backend_for as plain_backend_for
-from engine.bundled import bundled_model_path
 from engine.errors import ArborError, ModelUnavailable, RegistryError
-from engine.gguf_info import GGUFInfo, read_gguf_info
+from engine.models.base import Backend
+from engine.models.bundled import bundled_model_path
+from engine.models.factory import backend_for
+from engine.models.gguf import GGUFInfo, read_gguf_info
 from engine.plan import GenerationConfig, ModelRef
 from engine.redaction import credentials_refusal, redact
 
@@ -404,12 +404,10 @@ class Registry:
     def backend_for(self, ref: ModelRef) -> Backend:
         """The backend for ``ref`` with its registry entry's prices, concurrency and timeout.
 
-        Same signature as ``engine.backends.backend_for``, so it can be an executor's factory.
+        Same signature as ``engine.models.backend_for``, so it can be an executor's factory.
         A reference with no entry gets the backend's defaults.
         """
-        backend = plain_backend_for(ref)
-        entry = self.entry_for(ref)
-        return apply_entry_settings(backend, entry) if entry is not None else backend
+        return backend_for(ref, self)
 
     def info(self, entry: ModelEntry) -> GGUFInfo:
         """GGUF metadata of a bundled or local entry; ``ModelUnavailable`` saying what is wrong."""
@@ -667,7 +665,7 @@ def _check_local(check: EntryCheck, entry: ModelEntry) -> None:
     assert path is not None
     if not _step(check, "GGUF header readable", lambda: read_gguf_info(path).summary()):
         return
-    backend = apply_entry_settings(plain_backend_for(entry.ref), entry)
+    backend = apply_entry_settings(backend_for(entry.ref), entry)
 
     def load() -> str:
         backend.check()
@@ -695,7 +693,7 @@ def _check_remote(check: EntryCheck, entry: ModelEntry) -> None:
 
     def reachable() -> str:
         nonlocal backend
-        backend = apply_entry_settings(plain_backend_for(entry.ref), entry)
+        backend = apply_entry_settings(backend_for(entry.ref), entry)
         backend.check()
         return f"{redact(entry.base_url or '')}/models answered"
 

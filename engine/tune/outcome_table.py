@@ -20,24 +20,13 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from engine.errors import ArborError
-from engine.search import Assignment, SearchSpace, TrialResult
+from engine.errors import MissingOutcome, OutcomeTableError
+from engine.tune.search import Assignment, SearchSpace, TrialResult
 
 TABLE_FORMAT = "arbor-outcome-table"
 TABLE_FORMAT_VERSION = 1
 CostUnit = Literal["usd", "tokens"]
 COST_UNITS: tuple[str, ...] = ("usd", "tokens")
-
-
-class OutcomeTableError(ArborError):
-    """An outcome table file is corrupt, foreign, from a newer Arbor, or inconsistent."""
-
-
-class MissingOutcome(OutcomeTableError, KeyError):
-    """The table has no row for an assignment (or example) a search asked about."""
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return str(self.args[0]) if self.args else "missing outcome"
 
 
 @dataclass(frozen=True)

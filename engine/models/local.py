@@ -11,7 +11,7 @@ A model is loaded with the smallest context that fits (a power of two, at least
 ``MIN_CONTEXT``) and reloaded bigger when a request needs more, up to the context it was
 trained on; beyond that the call fails and says the numbers.
 
-Generation runs on llama.cpp's low-level batch API (``engine.backends.batch_decode``): tokens
+Generation runs on llama.cpp's low-level batch API (``engine.models.batch_decode``): tokens
 stream to ``on_token``, ``cancel`` is checked between tokens, and ``complete_samples`` decodes a
 node's N samples as one batch over a prompt decoded once.
 """
@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.backends.base import Backend, ChatMessage, Completion, TokenCallback, Usage
 from engine.errors import ModelCallFailed, ModelUnavailable
+from engine.models.base import Backend, ChatMessage, Completion, TokenCallback, Usage
+from engine.models.gguf import GGUF_MAGIC, detect_chat_format, read_gguf_info
 from engine.plan import GenerationConfig
 
-GGUF_MAGIC = b"GGUF"
 #: Smallest context a model is loaded with; most calls fit, so most models load once.
 MIN_CONTEXT = 2048
 #: Sequences one batched decode holds (the context is built for this many). More samples
@@ -49,26 +49,6 @@ ROOM_WAIT_S = 600.0
 #: where it grew 411 MB (KV pages not yet written are not resident).
 COMPUTE_OVERHEAD_BYTES = 64 * 1024 * 1024
 _MB = 1024 * 1024
-
-# Architectures whose GGUF often ships without a chat template, mapped to llama-cpp-python's
-# built-in formats. Without this, llama-cpp-python falls back to llama-2 and output degrades.
-CHAT_FORMAT_BY_ARCHITECTURE = {
-    "gemma": "gemma",
-    "gemma2": "gemma",
-    "gemma3": "gemma",
-    "qwen2": "chatml",
-    "qwen3": "chatml",
-    "phi3": "chatml",
-    "llama": "llama-3",
-    "mistral": "mistral-instruct",
-}
-
-
-def detect_chat_format(metadata: dict[str, str]) -> str | None:
-    """None when the file carries its own template (llama-cpp-python then uses it)."""
-    if metadata.get("tokenizer.chat_template"):
-        return None
-    return CHAT_FORMAT_BY_ARCHITECTURE.get(metadata.get("general.architecture", ""), "chatml")
 
 
 def check_gguf_file(path: Path) -> None:
@@ -105,8 +85,6 @@ def read_model_shape(path: Path) -> ModelShape:
     """
     file_size = path.stat().st_size
     try:
-        from engine.gguf_info import read_gguf_info  # imports this module: deferred
-
         info = read_gguf_info(path)
     except ModelUnavailable:  # llama.cpp will say what is wrong when it tries to load
         return ModelShape(file_size, None, 0, 0)
@@ -330,7 +308,7 @@ def _load(entry: _LoadedModel, path: Path, n_ctx: int) -> None:
         old.close()
     from llama_cpp import Llama  # heavy import, deferred to first use
 
-    from engine.backends import batch_decode
+    from engine.models import batch_decode
 
     threads = os.cpu_count() or 1
     try:
@@ -516,7 +494,7 @@ class LocalBackend(Backend):
         on_token: TokenCallback | None = None,
         cancel: threading.Event | None = None,
     ) -> Completion:
-        from engine.backends import batch_decode
+        from engine.models import batch_decode
 
         with _using(self.path) as entry:
             started = time.perf_counter()
@@ -567,7 +545,7 @@ class LocalBackend(Backend):
         samples were generated together. ``cancel`` stops all of them; ``CallCancelled``
         carries the first sample's partial text.
         """
-        from engine.backends import batch_decode
+        from engine.models import batch_decode
 
         if not seeds:
             return []

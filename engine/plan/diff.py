@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from engine.plan import Node, Plan
+from engine.plan.core import Node, Plan
 
 NODE_FIELDS = tuple(name for name in Node.model_fields if name not in ("id", "children"))
 DEFAULT_FIELDS = ("default_model", "default_generation")

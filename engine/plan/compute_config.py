@@ -1,8 +1,8 @@
 """How a node spends test-time compute: its strategy, selector, budget, and the plan's policy.
 
 These are plain typed settings saved with the plan; the UI's sliders read their bounds. What
-they *do* lives elsewhere: ``engine.strategies`` runs a strategy around single model calls,
-``engine.allocation`` turns a policy into per-node budgets, and the executor enforces them.
+they *do* lives elsewhere: ``engine.run.strategies`` runs a strategy around single model calls,
+``engine.run.allocation`` turns a policy into per-node budgets, and the executor enforces them.
 Kept free of other engine imports so ``engine.plan`` can use them.
 """
 
@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from engine.model_settings import ModelRef
+from engine.plan.model_settings import ModelRef
 
 StrategyKind = Literal["single", "best_of_n", "self_consistency", "self_refine"]
 SelectorKind = Literal["judge", "regex", "json_schema", "expression"]

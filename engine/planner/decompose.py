@@ -6,8 +6,8 @@ text trimmed, difficulties clamped, a cut-off answer salvaged) and every repair 
 retry at a higher temperature; if that also fails the caller gets a one-node plan to edit and the
 reason, never an exception.
 
-The pieces here (schema, parsing, the call-and-retry loop) are shared by ``engine.expand``
-(split one node), ``engine.alternatives`` (sample several plans) and ``engine.difficulty``.
+The pieces here (schema, parsing, the call-and-retry loop) are shared by ``expand`` (split one
+node), ``alternatives`` (sample several plans) and ``difficulty`` in this package.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from engine.backends import Backend, ChatMessage, Completion, backend_for
 from engine.errors import ArborError
+from engine.models import Backend, ChatMessage, Completion, backend_for
 from engine.plan import GenerationConfig, ModelRef, Node, Plan, single_node_plan
 from engine.prompts import as_user_turn, fill, load_json_asset, load_prompt
 

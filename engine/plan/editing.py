@@ -19,7 +19,7 @@ import networkx as nx
 from pydantic import ValidationError
 
 from engine.errors import CycleError, PlanError
-from engine.plan import Node, Plan
+from engine.plan.core import Node, Plan
 
 EDITABLE_FIELDS = frozenset(
     {

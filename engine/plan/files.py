@@ -16,7 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from engine.errors import PlanError
-from engine.plan import Plan
+from engine.plan.core import Plan
 from engine.redaction import credentials_refusal
 
 PlanFormat = Literal["json", "yaml"]

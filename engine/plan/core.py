@@ -15,9 +15,9 @@ from collections.abc import Iterator
 import networkx as nx
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from engine.compute_config import AllocationPolicy, NodeBudget, StrategyConfig
 from engine.errors import CycleError, PlanError
-from engine.model_settings import GenerationConfig, ModelRef
+from engine.plan.compute_config import AllocationPolicy, NodeBudget, StrategyConfig
+from engine.plan.model_settings import GenerationConfig, ModelRef
 
 NODE_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 PLAN_FORMAT = "arbor-plan"

@@ -13,8 +13,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from engine.backends import Backend, ChatMessage, backend_for
-from engine.decompose import (
+from engine.models import Backend, ChatMessage, backend_for
+from engine.plan import ModelRef, Node, Plan
+from engine.planner.decompose import (
     DIFFICULTY_SCHEMA,
     REASON_SCHEMA,
     UnusablePlan,
@@ -25,7 +26,6 @@ from engine.decompose import (
     comparable,
     example_exchange,
 )
-from engine.plan import ModelRef, Node, Plan
 from engine.prompts import fill, load_json_asset, load_prompt
 
 #: Steps rated in one call; more makes the answer long and the small model loses count.

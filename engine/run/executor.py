@@ -5,9 +5,9 @@ models. Concurrency has two limits: the run's ``max_parallel`` and, per backend 
 loaded GGUF file, one endpoint), the backend's ``max_concurrent`` slots. A node whose resource is
 busy waits without holding a worker, so nodes on other models go ahead.
 
-Each node runs its test-time strategy (``engine.strategies``) through a ``NodeCalls`` that
+Each node runs its test-time strategy (``engine.run.strategies``) through a ``NodeCalls`` that
 spends from the node's allowance: when a node starts it sets aside its share of what the run
-has left among the nodes not started yet (``engine.allocation``), and gives back what it did not
+has left among the nodes not started yet (``engine.run.allocation``), and gives back what it did not
 spend when it ends, so no node passes its cap, no run passes its caps, and unspent budget flows
 to later nodes. A time cap halts running calls like a cancel; sampling nodes keep what finished.
 
@@ -34,12 +34,14 @@ from datetime import UTC, datetime
 
 import networkx as nx
 
-from engine.allocation import Allocation, NodeAllocation, allocate
-from engine.backends import Backend, ChatMessage, Usage, backend_for
-from engine.budget import Grant, Meter, RunCaps
-from engine.call_cache import CachedCall, CallCache, call_cache_key
-from engine.errors import ArborError, CallCancelled
-from engine.events import (
+from engine.errors import ArborError, CallCancelled, user_message
+from engine.models import Backend, ChatMessage, Usage, backend_for
+from engine.plan import GenerationConfig, ModelRef, Node, Plan
+from engine.prompts import node_messages
+from engine.run.allocation import Allocation, NodeAllocation, allocate
+from engine.run.budget import Grant, Meter, RunCaps
+from engine.run.call_cache import CachedCall, CallCache, call_cache_key
+from engine.run.events import (
     BudgetUpdate,
     Event,
     Listener,
@@ -49,17 +51,15 @@ from engine.events import (
     RunFinished,
     RunStarted,
 )
-from engine.node_calls import (
+from engine.run.node_calls import (
     Caller,
     CallRecord,
     NodeBudgetExhausted,
     NodeCalls,
     rough_prompt_estimate,
 )
-from engine.plan import GenerationConfig, ModelRef, Node, Plan
-from engine.prompts import node_messages
-from engine.scheduler import NodeStatus, Scheduler
-from engine.strategies import StrategyResult, strategy_for
+from engine.run.scheduler import NodeStatus, Scheduler
+from engine.run.strategies import StrategyResult, strategy_for
 
 #: How often running nodes' streamed text is passed on as ``NodeProgress``.
 PROGRESS_INTERVAL_S = 0.3
@@ -186,10 +186,6 @@ class _Outcome:
 BackendFactory = Callable[[ModelRef], Backend]
 
 
-def _error_text(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, ArborError) else f"{type(exc).__name__}: {exc}"
-
-
 class _Run:
     def __init__(
         self,
@@ -276,7 +272,7 @@ class _Run:
                 prepared.judge = Caller(self.backend(judge_ref), judge_ref)
             prepared.messages = node_messages(self.plan, node, self.outputs, self.nodes)
         except Exception as exc:  # a backend bug must fail this node, not the run
-            prepared.error = _error_text(exc)
+            prepared.error = user_message(exc)
             return prepared
         generation = self.plan.generation_for(node)
         prepared.generation = generation.model_copy(update={"max_tokens": allocation.max_tokens})
@@ -291,7 +287,7 @@ class _Run:
         try:
             outcome = self._run_strategy(prepared)
         except Exception as exc:  # never lose an outcome: the coordinator waits for it
-            outcome = _Outcome(prepared.node.id, _now(), _error_text(exc))
+            outcome = _Outcome(prepared.node.id, _now(), user_message(exc))
         self._outcomes.put(outcome)
 
     def _run_strategy(self, prepared: _Prepared) -> _Outcome:
@@ -312,7 +308,7 @@ class _Run:
             # its model's tokenizer (which would load a local model for nothing).
             estimate = rough_prompt_estimate(prepared.messages)
         except Exception as exc:
-            outcome.error = _error_text(exc)
+            outcome.error = user_message(exc)
             return outcome
         # A node's share may be too small for even one full call (a parent reading long
         # outputs): it may take that much more from the run, within its manual cap.
@@ -345,7 +341,7 @@ class _Run:
             outcome.cancelled = True
             outcome.error = TIME_CAP_NODE if self.time_cap_hit else str(exc)
         except Exception as exc:  # any backend failure fails this node, never the whole run
-            outcome.error = _error_text(exc)
+            outcome.error = user_message(exc)
         outcome.records = calls.records
         outcome.spent_tokens, outcome.spent_usd = meter.used, meter.cost_used
         if calls.cache_problem and calls.cache_problem not in self.warnings:
@@ -383,7 +379,7 @@ class _Run:
             stop = self._loop(scheduler, pool, forced)
         except BaseException as exc:
             self.cancel.set()  # let running calls stop; their results are not wanted
-            self._finish_run(scheduler, ("failed", f"internal error: {_error_text(exc)}"))
+            self._finish_run(scheduler, ("failed", f"internal error: {user_message(exc)}"))
             raise
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -556,7 +552,7 @@ class _Run:
         try:
             found = self.cache.lookup(list(keys))
         except Exception as exc:  # a cache that cannot answer means calling the model
-            warning = f"call cache unavailable, nothing reused: {_error_text(exc)}"
+            warning = f"call cache unavailable, nothing reused: {user_message(exc)}"
             if warning not in self.warnings:
                 self.warnings.append(warning)
             return {}

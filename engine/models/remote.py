@@ -43,8 +43,8 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from engine.backends.base import Backend, ChatMessage, Completion, TokenCallback, Usage
 from engine.errors import CallCancelled, ModelCallFailed, ModelUnavailable
+from engine.models.base import Backend, ChatMessage, Completion, TokenCallback, Usage
 from engine.plan import GenerationConfig
 from engine.redaction import redact
 

@@ -18,19 +18,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.backends.base import Backend, ChatMessage, Completion, Usage
-from engine.budget import Grant, Meter
-from engine.call_cache import CachedCall, CallCache, call_cache_key
-from engine.errors import ArborError, CallCancelled
-from engine.events import ModelCallFinished
-from engine.model_settings import GenerationConfig, ModelRef
+from engine.errors import CallCancelled, NodeBudgetExhausted, user_message
+from engine.models.base import Backend, ChatMessage, Completion, Usage
+from engine.plan.model_settings import GenerationConfig, ModelRef
+from engine.run.budget import Grant, Meter
+from engine.run.call_cache import CachedCall, CallCache, call_cache_key
+from engine.run.events import ModelCallFinished
 
 # Chat templates add a few tokens per message that plain tokenisation of the text misses.
 TEMPLATE_TOKENS_PER_MESSAGE = 8
-
-
-class NodeBudgetExhausted(ArborError):
-    """The node's allowance (or the run's) cannot grant the next call its minimum output."""
 
 
 def _now() -> datetime:
@@ -349,7 +345,7 @@ class NodeCalls:
             elif isinstance(exc, Exception):
                 self._failed(
                     caller, messages, config, role, sample_index, started, clock,
-                    "error", _error_text(exc),
+                    "error", user_message(exc),
                 )  # fmt: skip
             raise
         return self._finished(
@@ -439,7 +435,7 @@ class NodeCalls:
                 partial = exc.partial if isinstance(exc, CallCancelled) else ""
                 self._failed(
                     caller, messages, configs[chosen[0]], role, first_index + chosen[0],
-                    started, clock, status, _error_text(exc), partial,
+                    started, clock, status, user_message(exc), partial,
                 )  # fmt: skip
             raise
         for i, grant, completion in zip(chosen, grants, completions, strict=True):
@@ -447,10 +443,6 @@ class NodeCalls:
                 caller, messages, configs[i], keys[i], grant, completion, role,
                 first_index + i, started,
             )  # fmt: skip
-
-
-def _error_text(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, ArborError) else f"{type(exc).__name__}: {exc}"
 
 
 __all__ = [

@@ -2,7 +2,7 @@
 
 The planner sees the overall task, the node's ancestors (so it knows what the step is part of)
 and its siblings (so it does not redo their work), and answers with the same bounded schema as a
-whole-task decomposition (``engine.decompose``). The rest of the plan is never touched: the
+whole-task decomposition (``engine.planner.decompose``). The rest of the plan is never touched: the
 node keeps its model, generation settings, difficulty and dependencies. When the model's answer
 is unusable after the retry, the plan comes back unchanged with the reason (``fallback``).
 """
@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from engine.backends import Backend, ChatMessage, backend_for
-from engine.decompose import (
+from engine.models import Backend, ChatMessage, backend_for
+from engine.plan import NODE_ID_PATTERN, ModelRef, Node, Plan
+from engine.planner.decompose import (
     PLANNER_TEMPERATURES,
     DecomposeResult,
     UnusablePlan,
@@ -26,7 +27,6 @@ from engine.decompose import (
     worked_example_turns,
     worked_examples,
 )
-from engine.plan import NODE_ID_PATTERN, ModelRef, Node, Plan
 from engine.prompts import fill
 
 #: Instructions shown to the planner as context are cut to this many characters.
@@ -45,7 +45,7 @@ class ExpandResult(DecomposeResult):
     new_ids: list[str] = field(default_factory=list)
 
 
-# -- ids and tree surgery shared with engine.alternatives ------------------------------------
+# -- ids and tree surgery shared with engine.planner.alternatives ----------------------------
 
 
 def child_ids(taken: set[str], parent_id: str, count: int) -> list[str]:

@@ -11,11 +11,17 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from engine.backends import Backend, backend_for
-from engine.decompose import DecomposeResult, comparable, decompose
 from engine.errors import PlanError
-from engine.expand import ExpandResult, child_ids, replace_children, replan_subtree, subtree_ids
+from engine.models import Backend, backend_for
 from engine.plan import ModelRef, Node, Plan
+from engine.planner.decompose import DecomposeResult, comparable, decompose
+from engine.planner.expand import (
+    ExpandResult,
+    child_ids,
+    replace_children,
+    replan_subtree,
+    subtree_ids,
+)
 
 MAX_ALTERNATIVES = 6
 #: Warmer than a single decomposition (0.7, then 1.0) so the samples differ.

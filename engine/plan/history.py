@@ -8,7 +8,7 @@ the way in and out, so a caller that mutates a plan it got cannot rewrite histor
 from __future__ import annotations
 
 from engine.errors import PlanError
-from engine.plan import Plan
+from engine.plan.core import Plan
 
 
 class PlanHistory:
