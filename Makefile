@@ -1,15 +1,25 @@
 # Two commands: `make ui` installs everything and opens the UI on the bundled model;
-# `make test` installs everything (test tools and Chromium included) and runs the whole suite.
+# `make test` installs everything (test tools and Chromium included), runs the static checks
+# (`make lint`) and then the whole suite.
 .PHONY: ui test test-examples lint bench
 
 ui:
 	bash scripts/install.sh
 	.venv/bin/python run.py
 
-test:
+test: lint
+	.venv/bin/python -m pytest
+
+# The static checks `make test` runs first (each configured in pyproject.toml): lint and format,
+# types (mypy: engine and storage), the architecture's import contracts (import-linter) and the
+# declared dependencies (deptry).
+lint:
 	bash scripts/install.sh --test
 	.venv/bin/ruff check .
-	.venv/bin/python -m pytest
+	.venv/bin/ruff format --check .
+	.venv/bin/python -m mypy
+	.venv/bin/lint-imports
+	.venv/bin/deptry .
 
 # All 12 example tasks through the real planner (the default suite decomposes 3 of them).
 test-examples:

@@ -1,30 +1,26 @@
-"""Arbor's Streamlit entry point: a router over the pages.
+"""Arbor's Streamlit entry point: a router over the pages in ``app/ui/``.
 
-Run it with ``python run.py`` (listens on 127.0.0.1 unless told otherwise).
+Run it with ``python run.py`` (listens on 127.0.0.1 unless told otherwise), which starts
+``streamlit run app/main.py``. The project is installed (``pip install -e .`` or ``pip install
+.``), so ``app``, ``engine`` and ``storage`` import from anywhere without a path patch.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-# `streamlit run app/main.py` puts app/ on sys.path, not the repository root.
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import streamlit as st  # noqa: E402
+import streamlit as st
 
 st.set_page_config(page_title="Arbor", page_icon="🌳", layout="wide")
 
-APP_DIR = Path(__file__).resolve().parent
+UI_DIR = Path(__file__).resolve().parent / "ui"
 pages = st.navigation(
     [
-        st.Page(APP_DIR / "workbench.py", title="Workbench", icon="🛠️", default=True),
-        st.Page(APP_DIR / "inspector_page.py", title="Inspector", icon="🔎"),
-        st.Page(APP_DIR / "evaluate_page.py", title="Evaluate", icon="📊"),
-        st.Page(APP_DIR / "sessions_page.py", title="Sessions", icon="🗂️"),
-        st.Page(APP_DIR / "models_page.py", title="Models", icon="🧠"),
+        st.Page(UI_DIR / "workbench.py", title="Workbench", icon="🛠️", default=True),
+        st.Page(UI_DIR / "inspector_page.py", title="Inspector", icon="🔎"),
+        st.Page(UI_DIR / "evaluate_page.py", title="Evaluate", icon="📊"),
+        st.Page(UI_DIR / "sessions_page.py", title="Sessions", icon="🗂️"),
+        st.Page(UI_DIR / "models_page.py", title="Models", icon="🧠"),
     ]
 )
 pages.run()

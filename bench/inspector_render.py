@@ -39,7 +39,7 @@ def _page(data_dir: Path, session: ArborSession) -> AppTest:
     at = AppTest.from_file(MAIN, default_timeout=120)
     at.session_state["session"] = session
     at.run()
-    at.switch_page("inspector_page.py").run()
+    at.switch_page("ui/inspector_page.py").run()
     if at.exception:
         raise SystemExit(f"the page failed: {at.exception}")
     return at

@@ -15,11 +15,12 @@ from sqlalchemy import Engine, UniqueConstraint, delete, func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field as SQLField
 from sqlmodel import Session as DBSession
-from sqlmodel import SQLModel, select
+from sqlmodel import SQLModel, col, select
 
 from engine.errors import ArborError, SessionError
 from engine.plan import Plan
 from engine.plan.diff import PlanDiff, diff_plans
+from storage.sessions_schema import migrate
 
 FIRST_SUMMARY = "first revision"
 UNREADABLE_SUMMARY = "changed (the revision before is unreadable)"
@@ -60,7 +61,7 @@ class RevisionStore:
 
     def __init__(self, engine: Engine):
         self.engine = engine
-        SQLModel.metadata.create_all(engine, tables=[PlanRevisionRecord.__table__])
+        migrate(engine)  # no-op when the SessionStore sharing the engine migrated it already
 
     # -- writing ---------------------------------------------------------------------------
     def record(self, session_id: str, plan: Plan, message: str = "") -> Revision | None:
@@ -84,8 +85,8 @@ class RevisionStore:
         plan.validate_graph()
         latest = db.exec(
             select(PlanRevisionRecord)
-            .where(PlanRevisionRecord.session_id == session_id)
-            .order_by(PlanRevisionRecord.number.desc())
+            .where(col(PlanRevisionRecord.session_id) == session_id)
+            .order_by(col(PlanRevisionRecord.number).desc())
             .limit(1)
         ).first()
         plan_json = plan.to_json(indent=None)
@@ -105,7 +106,7 @@ class RevisionStore:
 
     def delete_in(self, db: DBSession, session_id: str) -> None:
         """Delete all of a session's revisions inside the caller's transaction."""
-        db.exec(delete(PlanRevisionRecord).where(PlanRevisionRecord.session_id == session_id))
+        db.exec(delete(PlanRevisionRecord).where(col(PlanRevisionRecord.session_id) == session_id))
 
     def delete(self, session_id: str) -> None:
         with DBSession(self.engine) as db:
@@ -118,8 +119,8 @@ class RevisionStore:
         with DBSession(self.engine) as db:
             records = db.exec(
                 select(PlanRevisionRecord)
-                .where(PlanRevisionRecord.session_id == session_id)
-                .order_by(PlanRevisionRecord.number)
+                .where(col(PlanRevisionRecord.session_id) == session_id)
+                .order_by(col(PlanRevisionRecord.number))
             ).all()
         revisions: builtins.list[Revision] = []
         previous: Plan | None = None
@@ -134,7 +135,7 @@ class RevisionStore:
             return db.exec(
                 select(func.count())
                 .select_from(PlanRevisionRecord)
-                .where(PlanRevisionRecord.session_id == session_id)
+                .where(col(PlanRevisionRecord.session_id) == session_id)
             ).one()
 
     def get(self, session_id: str, number: int) -> Revision:
@@ -142,9 +143,9 @@ class RevisionStore:
         with DBSession(self.engine) as db:
             records = db.exec(
                 select(PlanRevisionRecord)
-                .where(PlanRevisionRecord.session_id == session_id)
-                .where(PlanRevisionRecord.number.in_([number - 1, number]))
-                .order_by(PlanRevisionRecord.number)
+                .where(col(PlanRevisionRecord.session_id) == session_id)
+                .where(col(PlanRevisionRecord.number).in_([number - 1, number]))
+                .order_by(col(PlanRevisionRecord.number))
             ).all()
         by_number = {record.number: record for record in records}
         if number not in by_number:

@@ -16,12 +16,13 @@ from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import Engine
 from sqlmodel import Field as SQLField
 from sqlmodel import Session as DBSession
-from sqlmodel import SQLModel, create_engine, select
+from sqlmodel import SQLModel, col, create_engine, select
 
 from engine.errors import ArborError, SessionError
 from engine.plan import Plan
 from engine.run.budget import RunCaps
 from storage.revisions import RevisionStore
+from storage.sessions_schema import migrate
 
 SESSION_FORMAT = "arbor-session"
 SESSION_FORMAT_VERSION = 1
@@ -123,7 +124,7 @@ class SessionStore:
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self.engine: Engine = create_engine(f"sqlite:///{self.path}")
-        SQLModel.metadata.create_all(self.engine, tables=[SessionRecord.__table__])
+        migrate(self.engine)  # the tables, by numbered migrations (storage/sessions_schema.py)
         self.revisions = RevisionStore(self.engine)
 
     def save(self, session: ArborSession, message: str = "") -> ArborSession:
@@ -180,7 +181,9 @@ class SessionStore:
     def list(self) -> list[ArborSession]:
         """All sessions, most recently updated first."""
         with DBSession(self.engine) as db:
-            records = db.exec(select(SessionRecord).order_by(SessionRecord.updated_at.desc())).all()
+            records = db.exec(
+                select(SessionRecord).order_by(col(SessionRecord.updated_at).desc())
+            ).all()
         return [self._to_session(record) for record in records]
 
     def rename(self, session_id: str, name: str) -> ArborSession:
@@ -221,7 +224,9 @@ class SessionStore:
         """
         wanted = text.strip().casefold()
         with DBSession(self.engine) as db:
-            records = db.exec(select(SessionRecord).order_by(SessionRecord.updated_at.desc())).all()
+            records = db.exec(
+                select(SessionRecord).order_by(col(SessionRecord.updated_at).desc())
+            ).all()
         return [
             self._to_session(record)
             for record in records

@@ -70,7 +70,9 @@ def check_read_only(sql: str) -> str:
         raise QueryRefused(
             f"The console is read-only: a {kind.name} statement is not run. Use SELECT (or WITH)."
         )
-    tree = duckdb.connect().execute("SELECT json_serialize_sql(?)", [text]).fetchone()[0]
+    row = duckdb.connect().execute("SELECT json_serialize_sql(?)", [text]).fetchone()
+    assert row is not None  # a SELECT without FROM answers one row
+    tree = row[0]
     names = set(re.findall(r'"function_name":"([^"]+)"', tree))
     refused = sorted(
         name

@@ -17,6 +17,7 @@ import json
 import sys
 import threading
 import time
+from typing import NoReturn
 
 import duckdb
 import pyarrow as pa
@@ -31,7 +32,7 @@ SANDBOX_CONFIG = {
 }
 
 
-def _fail(kind: str, message: str) -> None:
+def _fail(kind: str, message: str) -> NoReturn:
     sys.stderr.write(json.dumps({"kind": kind, "message": message}) + "\n")
     sys.exit(2)
 
@@ -65,6 +66,8 @@ def main() -> None:
     timer.start()
     try:
         reader = con.execute(request["sql"]).to_arrow_reader(1024)
+        if reader is None:  # only a statement without a result; the console runs SELECTs
+            _fail("query", "The query returned no result.")
         batches, rows = [], 0
         for batch in reader:
             batches.append(batch)

@@ -1,9 +1,10 @@
 """The questions the Inspector asks of the trace store, as functions that return tables.
 
-Every query reads the three trace tables or the ``spans`` view (storage/traces.py) through a
-short-lived connection, so the page never holds the file another process may want. Results are
-pandas DataFrames because that is what the page draws from (Altair and ``st.dataframe``), and
-what a notebook user wants too. None of this knows about Streamlit.
+Every query reads the three trace tables or the ``spans`` and ``run_totals`` views
+(storage/traces/schema.py) through a short-lived connection, so the page never holds the file
+another process may want. Results are pandas DataFrames because that is what the page draws
+from (Altair and ``st.dataframe``), and what a notebook user wants too. None of this knows
+about Streamlit.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pandas as pd
 from engine.errors import ArborError, TraceStoreError
 from engine.plan import Plan
 from engine.plan.diff import PlanDiff, diff_plans
-from storage.traces import LIVE_RUN_TOTALS, TraceStore
+from storage.traces import TraceStore
 
 
 @dataclass(frozen=True)
@@ -154,13 +155,12 @@ class TraceQueries:
             " r.finished_at,"
             " epoch(coalesce(r.finished_at, now()) - r.started_at) AS duration_s,"
             " coalesce(n.nodes, 0) AS nodes, coalesce(n.failed, 0) AS nodes_failed,"
-            f" coalesce(c.calls, 0) AS calls, {LIVE_RUN_TOTALS},"
+            " coalesce(c.calls, 0) AS calls, t.input_tokens, t.output_tokens, t.cost_usd,"
             " coalesce(n.models, '') AS models, r.origin, r.resumed_from"
             " FROM runs r"
+            " JOIN run_totals t ON t.run_id = r.run_id"
             " LEFT JOIN (SELECT run_id, count(*) AS nodes,"
             "   count(*) FILTER (WHERE status = 'failed') AS failed,"
-            "   sum(input_tokens) AS tokens_in, sum(output_tokens) AS tokens_out,"
-            "   sum(cost_usd) AS cost,"
             "   string_agg(DISTINCT model, ', ' ORDER BY model) AS models"
             "   FROM node_executions GROUP BY run_id) n ON n.run_id = r.run_id"
             " LEFT JOIN (SELECT run_id, count(*) AS calls FROM model_calls GROUP BY run_id) c"

@@ -177,7 +177,7 @@ def test_run_shows_answer_and_model_calls_then_session_reopens(app, tmp_path):
     assert [s.name for s in saved] == ["Haiku session"]
     assert saved[0].run_ids == [run_id, reused_run, forced_run]
 
-    app.switch_page("sessions_page.py").run()
+    app.switch_page("ui/sessions_page.py").run()
     assert app.title[0].value == "Sessions"
     app.button(key="open_session").click().run()
     assert not app.exception

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app.eval_jobs import load_upload
-from engine.tune import evaluation
+from app.services.tuning import load_upload
+from engine.tune import datasets
 from engine.tune.evaluation import DatasetError, shipped_datasets
 from storage.evaluations import list_evaluations, load_summary
 from storage.workspace import Workspace
@@ -27,7 +27,7 @@ def page(tmp_path, monkeypatch):
     monkeypatch.setenv("ARBOR_DATA_DIR", str(tmp_path))
     at = AppTest.from_file(MAIN, default_timeout=120)
     at.run()
-    at.switch_page("evaluate_page.py").run()
+    at.switch_page("ui/evaluate_page.py").run()
     assert not at.exception
     return at
 
@@ -92,11 +92,11 @@ def test_a_broken_dataset_shows_its_error_and_the_page_keeps_working(tmp_path, m
     shelf.mkdir()
     shutil.copy(shipped_datasets()["capitals"], shelf / "capitals.csv")
     (shelf / "broken.jsonl").write_text('{"input": "2+2", "expected": "4"}\n{oops\n')
-    monkeypatch.setattr(evaluation, "DATASETS_DIR", shelf)
+    monkeypatch.setattr(datasets, "DATASETS_DIR", shelf)
     monkeypatch.setenv("ARBOR_DATA_DIR", str(tmp_path / "data"))
     at = AppTest.from_file(MAIN, default_timeout=120)
     at.run()
-    at.switch_page("evaluate_page.py").run()
+    at.switch_page("ui/evaluate_page.py").run()
     at.selectbox(key="eval_dataset").set_value("broken").run()
     assert not at.exception
     assert any("broken.jsonl:2: malformed JSON" in error.value for error in at.error)

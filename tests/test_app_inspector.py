@@ -33,7 +33,7 @@ from storage.workspace import Workspace
 from tests.fake_backend import Behaviour, fake_factory, fake_models, tree
 
 MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
-PAGE = "inspector_page.py"
+PAGE = "ui/inspector_page.py"
 SPEC = {
     "id": "root",
     "children": [

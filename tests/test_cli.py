@@ -163,3 +163,51 @@ def test_rate_fills_in_difficulties_on_the_bundled_model(tmp_path):
     assert rated.root.title == "Answer"
     rated_count = int(re.search(r"Rated (\d+) of", done.stderr).group(1))
     assert rated_count == sum(node.difficulty is not None for node, _ in rated.iter_nodes())
+
+
+def _option(parser, *path: str):
+    """The action of ``path[-1]`` (an option) under the subcommands ``path[:-1]``."""
+    for command in path[:-1]:
+        [subparsers] = [a for a in parser._actions if a.dest == "command"]
+        parser = subparsers.choices[command]
+    return parser._option_string_actions[path[-1]]
+
+
+def test_cli_choices_are_the_values_of_the_typed_models():
+    from typing import get_args
+
+    from app.cli import build_parser
+    from engine.plan.compute_config import DecaySchedule, PolicyKind
+    from engine.plan.files import PlanFormat
+    from engine.tune.dev_search import CostUnit, SearchMethod
+    from engine.tune.evaluation import CheckerKind
+    from storage.trace_export import ExportFormat
+
+    parser = build_parser()
+    expected = {
+        ("export", "--format"): PlanFormat,
+        ("export-run", "--format"): ExportFormat,
+        ("allocate", "--policy"): PolicyKind,
+        ("allocate", "--decay"): DecaySchedule,
+        ("eval", "--checker"): CheckerKind,
+        ("search", "--checker"): CheckerKind,
+        ("search", "--cost"): CostUnit,
+        ("search", "--method"): SearchMethod,
+    }
+    for path, kind in expected.items():
+        assert tuple(_option(parser, *path).choices) == get_args(kind), path
+
+
+def test_cli_help_and_runs_load_no_model_library(tmp_path):
+    # Handlers import what they need: listing runs touches the trace store, not llama_cpp/openai.
+    probe = (
+        "import sys, run; code = run.main(sys.argv[1:]); "
+        "loaded = [m for m in ('llama_cpp', 'openai', 'streamlit') if m in sys.modules]; "
+        "print('loaded:', loaded); sys.exit(code)"
+    )
+    env = {**os.environ, "ARBOR_DATA_DIR": str(tmp_path / "data")}
+    listed = subprocess.run(
+        [sys.executable, "-c", probe, "runs"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "loaded: []" in listed.stdout

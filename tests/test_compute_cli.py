@@ -110,3 +110,22 @@ def test_search_finds_an_allocation_within_budget_and_applies_it(tmp_path):
     assert applied.root.strategy is not None and applied.root.generation.max_tokens == 8
     kinds = {e["kind"] for e in list_evaluations(Workspace(data).traces)}
     assert kinds == {"search"}
+
+
+@pytest.mark.model
+def test_search_saves_each_trial_with_the_search_id_and_its_number(tmp_path):
+    # The Evaluate page and the CLI save searches through the same service: every trial's report
+    # names its search and its place in it, so the trials of one search can be found together.
+    data = tmp_path / "data"
+    done = _cli(
+        data, "search", str(CAPITALS_PLAN), "capitals", "--limit", "2", "--budget", "1000",
+        "--strategies", "single,sc3", "--max-tokens", "8", "--max-trials", "2",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    search_id = re.search(r"search id: (search-\S+)", done.stdout).group(1)
+    store = Workspace(data).traces
+    summaries = [load_summary(store, e["evaluation_id"]) for e in list_evaluations(store)]
+    extras = sorted((s["extra"] for s in summaries), key=lambda extra: extra["trial"])
+    assert extras and [extra["trial"] for extra in extras] == list(range(1, len(extras) + 1))
+    assert {extra["search_id"] for extra in extras} == {search_id}
+    assert all(extra["method"] == "coordinate" and extra["assignment"] for extra in extras)

@@ -85,7 +85,7 @@ def test_a_cli_run_writes_while_the_ui_reads_and_runs_and_no_row_is_lost(tmp_pat
             # Meanwhile the Inspector renders, and its queries poll, while both runs write.
             page = AppTest.from_file(MAIN, default_timeout=60)
             page.run()
-            page.switch_page("inspector_page.py").run()
+            page.switch_page("ui/inspector_page.py").run()
             renders = reads_while_running = 0
             while cli.poll() is None or ui_thread.is_alive():
                 page.run()

@@ -14,8 +14,8 @@ import time
 import pytest
 from fake_backend import Behaviour, MemoryCache, fake_factory, fake_models, tree
 
-from engine.run import executor
 from engine.plan import Plan
+from engine.run import executor
 from engine.run.budget import RunCaps
 from engine.run.events import ModelCallFinished, NodeFinished, NodeProgress, RunStarted
 from engine.run.executor import execute_plan

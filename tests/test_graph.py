@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.graph import LABEL_CHARS, SELECTION, picked_node, plan_chart, plan_frames, tree_layout
+from app.ui.graph import LABEL_CHARS, SELECTION, picked_node, plan_chart, plan_frames, tree_layout
 from engine.plan import Node, Plan
 
 

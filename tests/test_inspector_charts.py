@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
-from app.inspector_charts import (
+from app.ui.inspector_charts import (
     node_cost_chart,
     timeline_chart,
     timeline_frame,

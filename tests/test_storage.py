@@ -17,6 +17,8 @@ from engine.plan import GenerationConfig, ModelRef, Node, Plan
 from engine.run.budget import RunCaps
 from engine.run.events import NodeFinished
 from storage.sessions import SESSION_FORMAT, SESSION_FORMAT_VERSION, ArborSession, SessionStore
+from storage.sessions_schema import MIGRATIONS as SESSION_MIGRATIONS
+from storage.sessions_schema import schema_version as session_schema_version
 from storage.traces import MIGRATIONS, TraceStore
 
 SMALL_CAPS = RunCaps(total_tokens=3000, max_tokens_per_node=32, max_parallel=2)
@@ -249,6 +251,87 @@ def test_a_damaged_row_in_the_database_raises_session_error(tmp_path):
         con.execute("UPDATE sessions SET plan_json = '{\"oops\"' WHERE id = ?", (session.id,))
     with pytest.raises(SessionError, match="damaged"):
         store.get(session.id)
+
+
+# The tables as ``SQLModel.metadata.create_all`` made them before sessions.sqlite had numbered
+# migrations (SQLAlchemy's own DDL, copied verbatim), and the rows such a file holds.
+OLD_SESSIONS_DDL = (
+    "CREATE TABLE sessions (\n\tid VARCHAR NOT NULL, \n\tname VARCHAR NOT NULL, \n\ttask VARCHAR"
+    " NOT NULL, \n\tplan_json VARCHAR, \n\tcaps_json VARCHAR NOT NULL, \n\trun_ids_json VARCHAR"
+    " NOT NULL, \n\tcreated_at DATETIME NOT NULL, \n\tupdated_at DATETIME NOT NULL, \n\tPRIMARY"
+    " KEY (id)\n)",
+    "CREATE INDEX ix_sessions_name ON sessions (name)",
+)
+OLD_REVISIONS_DDL = (
+    "CREATE TABLE plan_revisions (\n\tid INTEGER NOT NULL, \n\tsession_id VARCHAR NOT NULL,"
+    " \n\tnumber INTEGER NOT NULL, \n\tcreated_at DATETIME NOT NULL, \n\tmessage VARCHAR NOT"
+    " NULL, \n\tplan_json VARCHAR NOT NULL, \n\tPRIMARY KEY (id), \n\tUNIQUE (session_id,"
+    " number)\n)",
+    "CREATE INDEX ix_plan_revisions_session_id ON plan_revisions (session_id)",
+)
+
+
+def _migrations_recorded(path) -> list[tuple[int, str]]:
+    with sqlite3.connect(path) as con:
+        return con.execute("SELECT version, name FROM schema_migrations ORDER BY 1").fetchall()
+
+
+def test_a_new_sessions_file_applies_and_records_every_migration(tmp_path):
+    path = tmp_path / "sessions.sqlite"
+    store = SessionStore(path)
+    expected = [(i, name) for i, (name, _) in enumerate(SESSION_MIGRATIONS, start=1)]
+    assert _migrations_recorded(path) == expected
+    assert session_schema_version(store.engine) == len(SESSION_MIGRATIONS)
+    session = store.save(_session())
+    assert [r.number for r in store.revisions.list(session.id)] == [1]
+    SessionStore(path)  # reopening applies nothing twice
+    assert _migrations_recorded(path) == expected
+
+
+@pytest.mark.parametrize("with_revisions", [True, False], ids=["today's tables", "no revisions"])
+def test_a_sessions_file_from_before_migrations_is_version_1_and_keeps_its_rows(
+    tmp_path, with_revisions
+):
+    path = tmp_path / "sessions.sqlite"
+    plan = _two_leaf_plan()
+    with sqlite3.connect(path) as con:
+        for statement in OLD_SESSIONS_DDL + (OLD_REVISIONS_DDL if with_revisions else ()):
+            con.execute(statement)
+        con.execute(
+            "INSERT INTO sessions VALUES ('old-session', 'Old', 'Plan a trip', ?, ?, ?, ?, ?)",
+            (
+                plan.to_json(indent=None),
+                SMALL_CAPS.model_dump_json(),
+                '["run-1"]',
+                "2026-01-02 03:04:05.000000",
+                "2026-01-02 03:04:06.000000",
+            ),
+        )
+        if with_revisions:
+            con.execute(
+                "INSERT INTO plan_revisions VALUES (1, 'old-session', 1,"
+                " '2026-01-02 03:04:05.000000', 'first', ?)",
+                (plan.to_json(indent=None),),
+            )
+
+    store = SessionStore(path)
+    assert _migrations_recorded(path) == [(1, SESSION_MIGRATIONS[0][0])]
+    assert session_schema_version(store.engine) == len(SESSION_MIGRATIONS)
+    old = store.get("old-session")
+    assert (old.name, old.task, old.plan, old.caps, old.run_ids) == (
+        "Old",
+        "Plan a trip",
+        plan,
+        SMALL_CAPS,
+        ["run-1"],
+    )
+    revisions = store.revisions.list("old-session")
+    assert [(r.number, r.message) for r in revisions] == ([(1, "first")] if with_revisions else [])
+    # The migrated file takes writes: an edited plan becomes the next revision.
+    old.plan = _two_leaf_plan(task="Plan a longer trip.")
+    store.save(old, message="edited")
+    assert store.revisions.list("old-session")[0].message == "edited"
+    assert [s.id for s in store.list()] == ["old-session"]
 
 
 def test_session_file_round_trip_is_lossless(tmp_path):

@@ -39,6 +39,7 @@ from storage.traces import (
     collapse,
     process_alive,
 )
+from storage.traces import store as trace_store
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -171,7 +172,7 @@ def check_every_kind_was_stored(store: TraceStore) -> None:
 def test_a_v1_store_migrates_to_v2_and_keeps_its_rows(tmp_path, monkeypatch):
     path = tmp_path / "traces.duckdb"
     with monkeypatch.context() as patch:
-        patch.setattr(traces, "MIGRATIONS", MIGRATIONS[:1])
+        patch.setattr(trace_store, "MIGRATIONS", MIGRATIONS[:1])
         assert TraceStore(path).schema_version() == 1
     con = duckdb.connect(str(path))
     try:
@@ -196,7 +197,7 @@ def test_a_v1_store_migrates_to_v2_and_keeps_its_rows(tmp_path, monkeypatch):
         con.close()
 
     store = TraceStore(path)
-    assert store.schema_version() == 5 == len(MIGRATIONS)
+    assert store.schema_version() == 6 == len(MIGRATIONS)
     old = store.run("old")
     assert old["origin"] is None  # v4: recorded here, not imported
     assert (old["status"], old["answer"], old["input_tokens"]) == ("completed", "yes", 4)
@@ -576,7 +577,7 @@ def test_lookup_answers_the_newest_ok_call_per_key_and_never_a_failed_one(tmp_pa
     assert (found["k4"].output, found["k4"].finish_reason) == ("four", None)
     assert store.lookup([]) == {}
     # Long key lists go in chunks; the answer is the same.
-    monkeypatch.setattr(traces, "LOOKUP_CHUNK", 2)
+    monkeypatch.setattr(trace_store, "LOOKUP_CHUNK", 2)
     assert store.lookup(keys) == found
 
 

@@ -212,7 +212,9 @@ class _Candidates:
         self.buffer["p"] = 0.0
         # A sampler may point ``data`` elsewhere and shrink ``size``: start from ours each time.
         array = self.array
-        array.data, array.size, array.selected, array.sorted = self.pointer, self.n_vocab, -1, False
+        # llama_cpp annotates ``data`` as an array; ctypes stores the pointer we pass.
+        array.data = self.pointer  # type: ignore[assignment]
+        array.size, array.selected, array.sorted = self.n_vocab, -1, False
         return ctypes.byref(array)
 
     def selected(self) -> int:
@@ -249,7 +251,7 @@ class _Picker:
         self.constrained = grammar is not None
         self.steps = 0
         self.resamples = 0
-        if lazy:
+        if lazy and grammar is not None:
             try:
                 self.grammar = _grammar_sampler(vocab, grammar)
             except ModelCallFailed:
@@ -281,8 +283,12 @@ class _Picker:
 
     def _grammar_allows(self, token: int) -> bool:
         one, array = self.one, self.one_array
-        one.id, one.logit, one.p = token, 1.0, 0.0
-        array.data, array.size, array.selected, array.sorted = self.one_pointer, 1, -1, False
+        # llama_cpp annotates ``id`` as c_int32 and ``data`` as an array; ctypes fields take an
+        # int and the pointer we pass.
+        one.id = token  # type: ignore[assignment]
+        one.logit, one.p = 1.0, 0.0
+        array.data = self.one_pointer  # type: ignore[assignment]
+        array.size, array.selected, array.sorted = 1, -1, False
         llama_cpp.llama_sampler_apply(self.grammar, ctypes.byref(array))
         return one.logit != _NEG_INF
 

@@ -23,7 +23,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -427,7 +427,9 @@ def render_prompt(
         tokens = llama.tokenize(text.encode("utf-8"), add_bos=True, special=False)
         return RenderedPrompt(list(tokens), [s for s in stop if s], None)
 
-    handler = (
+    # Typed loosely on purpose: the handler gets a _RenderOnly stand-in, not a Llama, and our
+    # plain messages and response format dicts rather than llama_cpp's TypedDicts.
+    handler: Callable[..., Any] = (
         llama.chat_handler
         or llama._chat_handlers.get(llama.chat_format)
         or llama_chat_format.get_chat_completion_handler(llama.chat_format)

@@ -347,7 +347,11 @@ class Registry:
         folder = self.models_dir
         if folder is None or not folder.is_dir():
             return []
-        saved_files = {Path(entry.path).resolve() for entry in self._saved if entry.kind == "local"}
+        saved_files = {
+            Path(entry.path).resolve()
+            for entry in self._saved
+            if entry.kind == "local" and entry.path
+        }
         taken = {entry.name for entry in self._saved}
         found: list[ModelEntry] = []
         for file in sorted(folder.iterdir()):
@@ -399,7 +403,8 @@ class Registry:
             if entry.kind == "remote" and entry.base_url == url and entry.model == ref.model
         ]
         exact = [entry for entry in matches if entry.api_key_env == ref.api_key_env]
-        return (exact or matches or [None])[0]
+        best = exact or matches
+        return best[0] if best else None
 
     def backend_for(self, ref: ModelRef) -> Backend:
         """The backend for ``ref`` with its registry entry's prices, concurrency and timeout.

@@ -33,6 +33,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+# openai >= 3 (the only major pyproject allows) ships on httpx2, a fork with httpx's API.
+import httpcore2 as httpcore
+import httpx2 as httpx
 import openai
 from tenacity import (
     RetryCallState,
@@ -47,13 +50,6 @@ from engine.errors import CallCancelled, ModelCallFailed, ModelUnavailable
 from engine.models.base import Backend, ChatMessage, Completion, TokenCallback, Usage
 from engine.plan import GenerationConfig
 from engine.redaction import redact
-
-try:  # openai >= 3 ships on httpx2 (a fork with the same API); older releases on httpx
-    import httpcore2 as httpcore
-    import httpx2 as httpx
-except ImportError:  # pragma: no cover - depends on the installed openai major version
-    import httpcore  # type: ignore[no-redef]
-    import httpx  # type: ignore[no-redef]
 
 # A local server without a key still wants a non-empty bearer token from the client.
 NO_KEY_PLACEHOLDER = "not-needed"
@@ -464,9 +460,11 @@ class RemoteBackend(Backend):
                     http_client=http_client,
                     # The SDK would send OPENAI_ORG_ID / OPENAI_PROJECT_ID to any endpoint;
                     # Arbor sends nothing from the environment but the named key variable.
+                    # (The SDK types the argument Mapping[str, str], but its own merge of
+                    # default headers drops Omit values: that is how a default is removed.)
                     default_headers={
-                        "OpenAI-Organization": openai.omit,
-                        "OpenAI-Project": openai.omit,
+                        "OpenAI-Organization": openai.omit,  # type: ignore[dict-item]
+                        "OpenAI-Project": openai.omit,  # type: ignore[dict-item]
                     },
                 )
                 self._pool_size = size

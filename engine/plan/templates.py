@@ -311,6 +311,8 @@ def _referenced_dep_keys(ast: nodes.Template) -> list[str]:
             ):
                 keys.append(item.args[0].value)
             continue
+        if not isinstance(item, (nodes.Getattr, nodes.Getitem)):
+            continue
         if not (isinstance(item.node, nodes.Name) and item.node.name == "deps"):
             continue
         if isinstance(item, nodes.Getattr):

@@ -184,7 +184,8 @@ def _salvage_items(text: str) -> list[Any]:
     if match is None:
         return []
     decoder = json.JSONDecoder(strict=False)
-    position, items = match.end(), []
+    position = match.end()
+    items: list[Any] = []
     while True:
         while position < len(text) and text[position] in " \t\r\n,":
             position += 1

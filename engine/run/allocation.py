@@ -320,9 +320,9 @@ def _water_fill(
         if not clipped:
             shares.update({key: left * weight / total_weight for key, weight in free.items()})
             break
-        for key, cap in clipped.items():
-            shares[key] = cap
-            left -= cap
+        for key, clip in clipped.items():
+            shares[key] = clip
+            left -= clip
             del free[key]
     return shares
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import plan_panel, state
+from app.ui import plan_panel, state
 from engine.errors import ArborError
 from storage import bundles
 
@@ -72,7 +72,7 @@ else:
 
     if st.button("Open in workbench", key="open_session", type="primary"):
         state.replace_session(ws.sessions.get(chosen))
-        st.switch_page("workbench.py")
+        st.switch_page("ui/workbench.py")
 
     manage, share = st.columns(2)
     with manage:
@@ -160,4 +160,4 @@ if upload is not None and st.button("Import", key="import_button"):
             plan_panel.flash("info", "Runs imported: " + ", ".join(imported.runs_imported))
         for warning in imported.warnings:
             plan_panel.flash("warning", warning)
-        st.switch_page("workbench.py")
+        st.switch_page("ui/workbench.py")

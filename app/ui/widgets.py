@@ -47,7 +47,7 @@ REGISTRY_PREFIX = "Registry: "
 
 def _registry_entries() -> list[ModelEntry]:
     """Non-bundled registry entries; a broken registry file leaves only the manual options."""
-    from app import state  # deferred: state pulls in the job manager and the stores
+    from app.ui import state  # deferred: state pulls in the job manager and the stores
 
     try:
         return [entry for entry in state.registry().entries() if entry.kind != "bundled"]

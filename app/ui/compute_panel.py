@@ -13,16 +13,22 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from app.widgets import field_slider, model_picker
+from app.services import choices
+from app.ui.widgets import field_slider, model_picker
 from engine.checks import check_selector
 from engine.errors import ArborError
 from engine.plan import Plan
 from engine.plan.compute_config import (
     STRATEGY_LABELS,
     AllocationPolicy,
+    DecaySchedule,
     NodeBudget,
+    PolicyKind,
     SelectorConfig,
+    SelectorKind,
     StrategyConfig,
+    StrategyKind,
+    VoteOn,
 )
 from engine.run.allocation import allocate
 from engine.run.budget import RunCaps
@@ -43,12 +49,12 @@ POLICY_LABELS = {
 
 def strategy_inputs(current: StrategyConfig, *, key: str) -> StrategyConfig:
     """Inputs for one strategy; returns the edited copy (validation errors raise)."""
-    kinds = list(STRATEGY_LABELS)
+    kinds = choices.ordered(StrategyKind, STRATEGY_LABELS)
     kind = st.selectbox(
         "Strategy",
         kinds,
         index=kinds.index(current.kind),
-        format_func=STRATEGY_LABELS.__getitem__,
+        format_func=choices.label_of(STRATEGY_LABELS),
         key=f"{key}_kind",
     )
     values: dict[str, Any] = {"kind": kind}
@@ -67,10 +73,11 @@ def strategy_inputs(current: StrategyConfig, *, key: str) -> StrategyConfig:
     if kind == "best_of_n":
         values["selector"] = selector_inputs(current.selector, key=f"{key}_sel")
     if kind == "self_consistency":
+        votes = list(choices.values(VoteOn))
         values["vote_on"] = st.selectbox(
             "Vote on",
-            ["auto", "number", "text", "first_line"],
-            index=["auto", "number", "text", "first_line"].index(current.vote_on),
+            votes,
+            index=votes.index(current.vote_on),
             help=StrategyConfig.model_fields["vote_on"].description,
             key=f"{key}_vote",
         )
@@ -94,12 +101,12 @@ def strategy_inputs(current: StrategyConfig, *, key: str) -> StrategyConfig:
 
 
 def selector_inputs(current: SelectorConfig, *, key: str) -> SelectorConfig:
-    kinds = list(SELECTOR_LABELS)
+    kinds = choices.ordered(SelectorKind, SELECTOR_LABELS)
     kind = st.selectbox(
         "Selector",
         kinds,
         index=kinds.index(current.kind),
-        format_func=SELECTOR_LABELS.__getitem__,
+        format_func=choices.label_of(SELECTOR_LABELS),
         key=f"{key}_kind",
     )
     values: dict[str, Any] = {"kind": kind}
@@ -238,17 +245,17 @@ def allocation_panel(
     """The policy, the default strategy, and the per-node allocation the run will use."""
     st.markdown("#### Budget allocation")
     policy = plan.allocation
-    kinds = list(POLICY_LABELS)
+    kinds = choices.ordered(PolicyKind, POLICY_LABELS)
     with st.container(border=True):
         kind = st.selectbox(
             "Allocation policy",
             kinds,
             index=kinds.index(policy.kind),
-            format_func=POLICY_LABELS.__getitem__,
+            format_func=choices.label_of(POLICY_LABELS),
             key="policy_kind",
         )
         values: dict[str, Any] = {"kind": kind}
-        decays = ["constant", "linear", "polynomial", "exponential", "cosine"]
+        decays = list(choices.values(DecaySchedule))
         values["decay"] = st.selectbox(
             "Decay along the execution order (by difficulty)",
             decays,

@@ -2,7 +2,8 @@
 (Pareto frontier marked), and search a model, strategy and output limit per node within a
 budget on a dev set, then apply the best assignment to the workbench plan.
 
-The page reads state, hands work to ``app.eval_jobs`` (background threads) and renders what
+The page reads state, hands work to ``app.services.jobs`` (background threads, set up and
+saved by ``app.services.tuning`` as the CLI's are) and renders what
 the engine returns; runs go through the call cache, so repeating an evaluation replays them.
 """
 
@@ -14,13 +15,17 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from app import eval_jobs, plan_panel, state
-from app.widgets import field_bounds
+from app.services import tuning
+from app.services.choices import label_of, ordered
+from app.services.jobs import EvalJob
+from app.ui import plan_panel, state
+from app.ui.widgets import field_bounds
 from engine.errors import ArborError
 from engine.plan import ModelRef, Plan
-from engine.plan.compute_config import strategy_from_spec
+from engine.tune.dev_search import CostUnit, SearchMethod
 from engine.tune.evaluation import (
     CheckerConfig,
+    CheckerKind,
     Dataset,
     DatasetError,
     EvaluationReport,
@@ -31,7 +36,7 @@ from engine.tune.evaluation import (
 from engine.tune.search import SearchSpace, TrialResult
 from storage.evaluations import list_evaluations
 
-CONFIGURATION_CHOICES = [eval_jobs.AS_IS, "single", "sc3", "sc5", "bo3", "refine1", "refine2"]
+CONFIGURATION_CHOICES = [tuning.AS_IS, "single", "sc3", "sc5", "bo3", "refine1", "refine2"]
 SEARCH_STRATEGIES = ["single", "sc3", "sc5", "bo3", "refine1"]
 SEARCH_MAX_TOKENS = [4, 8, 16, 32, 64]
 SEARCH_METHODS = {
@@ -46,13 +51,14 @@ CHECKER_LABELS = {
     "regex": "regex (expected is a pattern)",
     "judge": "LLM judge",
 }
+COST_UNITS = {"tokens": "tokens per example", "usd": "$ per example"}
 UPLOAD = "Upload a CSV or JSONL file…"
 WORKBENCH = "workbench"
 FLASH_KEY = "evaluate_flash"
 
 ws = state.workspace()
 session = state.current_session()
-jobs = eval_jobs.manager()
+jobs = state.eval_jobs()
 
 
 def _flash(kind: str, text: str) -> None:
@@ -88,7 +94,7 @@ for kind, text in st.session_state.pop(FLASH_KEY, []):
 
 # -- plan ------------------------------------------------------------------------------------
 st.subheader("Plan")
-shipped_plans = eval_jobs.shipped_eval_plans()
+shipped_plans = tuning.shipped_eval_plans()
 datasets = shipped_datasets()
 sources = ([WORKBENCH] if session.plan is not None else []) + list(shipped_plans)
 
@@ -154,7 +160,7 @@ if dataset_choice == UPLOAD:
         st.info("Choose a .csv or .jsonl file with an input and an expected column.")
     else:
         try:
-            dataset = eval_jobs.load_upload(ws.root, upload.name, upload.getvalue())
+            dataset = tuning.load_upload(ws.root, upload.name, upload.getvalue())
         except DatasetError as exc:
             st.error(f"This dataset cannot be used: {exc}")
 else:
@@ -174,9 +180,9 @@ if dataset is not None:
 checker_col, option_col = st.columns([1, 2])
 checker_kind = checker_col.selectbox(
     "Checker",
-    list(CHECKER_LABELS),
+    ordered(CheckerKind, CHECKER_LABELS),
     key="eval_checker",
-    format_func=CHECKER_LABELS.__getitem__,
+    format_func=label_of(CHECKER_LABELS),
     help=CheckerConfig.model_fields["kind"].description,
 )
 checker_values: dict[str, Any] = {"kind": checker_kind}
@@ -225,11 +231,11 @@ choices = st.multiselect(
     help="single: one call per node; scN: self-consistency vote over up to N samples; boN: "
     "best-of-N picked by a judge; refineK: up to K critique-and-revise rounds.",
 )
-own = eval_jobs.own_strategy_nodes(plan)
+own = tuning.own_strategy_nodes(plan)
 st.caption(
     "Each strategy becomes the plan's default strategy under a uniform allocation"
     + (f"; nodes with their own strategy keep it ({', '.join(own)})" if own else "")
-    + f". '{eval_jobs.AS_IS}' runs the plan unchanged. Every run is capped by the workbench "
+    + f". '{tuning.AS_IS}' runs the plan unchanged. Every run is capped by the workbench "
     f"caps: {session.caps.total_tokens} tokens, {session.caps.max_tokens_per_node} per node."
 )
 
@@ -243,7 +249,7 @@ if run_col.button(
     disabled=eval_running or dataset is None,
 ):
     try:
-        configurations = eval_jobs.configurations_for(plan, choices, session.caps)
+        configurations = tuning.configurations_for(plan, choices, session.caps)
         started = jobs.start_evaluation(
             ws, dataset, configurations, checker, limit=limit or None, session_id=session.id
         )
@@ -309,7 +315,7 @@ def show_evaluation(snapshot: dict[str, Any]) -> None:
             + (f": {report.error}" if report.error else "")
             + ". The results cover the examples that finished."
         )
-    unit = eval_jobs.cost_unit_of(report)
+    unit = tuning.cost_unit_of(report)
     st.markdown(f"#### Results on {report.dataset}")
     st.caption(
         f"Evaluation `{report.evaluation_id}` ({report.status}), checker {report.checker.kind}; "
@@ -328,7 +334,7 @@ def show_evaluation(snapshot: dict[str, Any]) -> None:
     )
     if any(result.n for result in report.results):
         st.altair_chart(accuracy_cost_chart(report, unit), width="stretch")
-        best = eval_jobs.best_result(report, unit)
+        best = tuning.best_result(report, unit)
         assert best is not None
         best_cost = best.mean_cost_usd if unit == "usd" else best.mean_tokens
         st.success(
@@ -411,7 +417,7 @@ def search_progress(job_id: str) -> None:
         st.rerun()
 
 
-def apply_search(job: eval_jobs.EvalJob) -> None:
+def apply_search(job: EvalJob) -> None:
     """Put the best assignment on the workbench plan (undoable there)."""
     request, result = job.search, job.result
     assert request is not None and result is not None and result.best is not None
@@ -444,7 +450,7 @@ def apply_search(job: eval_jobs.EvalJob) -> None:
     st.rerun()
 
 
-def show_search(job: eval_jobs.EvalJob) -> None:
+def show_search(job: EvalJob) -> None:
     snapshot = job.snapshot()
     request = job.search
     assert request is not None
@@ -512,8 +518,8 @@ with st.expander("Allocation search", expanded=True):
     )
     method = st.radio(
         "Method",
-        list(SEARCH_METHODS),
-        format_func=SEARCH_METHODS.__getitem__,
+        ordered(SearchMethod, SEARCH_METHODS),
+        format_func=label_of(SEARCH_METHODS),
         horizontal=True,
         key="search_method",
     )
@@ -529,8 +535,8 @@ with st.expander("Allocation search", expanded=True):
     unit_col, budget_col, trials_col = st.columns(3)
     cost_unit = unit_col.radio(
         "Budget unit",
-        ["tokens", "usd"],
-        format_func={"tokens": "tokens per example", "usd": "$ per example"}.__getitem__,
+        ordered(CostUnit, COST_UNITS),
+        format_func=label_of(COST_UNITS),
         horizontal=True,
         key="search_cost_unit",
     )
@@ -560,10 +566,10 @@ with st.expander("Allocation search", expanded=True):
     space: SearchSpace | None = None
     if chosen_models and chosen_strategies and chosen_tokens:
         try:
-            space = SearchSpace.from_choices(
+            space = tuning.search_space(
                 plan,
                 [(name, models[name]) for name in chosen_models],
-                [strategy_from_spec(spec) for spec in chosen_strategies],
+                chosen_strategies,
                 sorted(chosen_tokens),
             )
         except (ArborError, ValueError) as exc:
@@ -586,10 +592,10 @@ with st.expander("Allocation search", expanded=True):
         type="primary",
         disabled=search_running or dataset is None or space is None,
     ):
-        request = eval_jobs.SearchRequest(
+        request = tuning.SearchRequest(
             plan=plan,
             space=space,
-            dataset=eval_jobs.first_examples(dataset, limit),
+            dataset=tuning.first_examples(dataset, limit),
             checker=checker,
             caps=session.caps,
             method=method,

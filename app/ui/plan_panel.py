@@ -9,9 +9,9 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from app import compute_panel
-from app.graph import picked_node, plan_chart
-from app.widgets import model_picker
+from app.ui import compute_panel
+from app.ui.graph import picked_node, plan_chart
+from app.ui.widgets import model_picker
 from engine.errors import ArborError
 from engine.plan import ModelRef, Plan, editing
 from engine.plan.files import export_plan, import_plan

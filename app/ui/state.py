@@ -9,7 +9,7 @@ from datetime import datetime
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from app.jobs import JobManager
+from app.services.jobs import EvalJobManager, JobManager
 from engine.errors import ArborError
 from engine.models.registry import Registry
 from storage.sessions import ArborSession
@@ -37,7 +37,14 @@ def registry() -> Registry:
 
 @st.cache_resource
 def jobs() -> JobManager:
+    """The process-wide manager of background plan runs."""
     return JobManager()
+
+
+@st.cache_resource
+def eval_jobs() -> EvalJobManager:
+    """The process-wide manager of background evaluations and searches."""
+    return EvalJobManager()
 
 
 def current_session() -> ArborSession:

@@ -7,9 +7,9 @@ import json
 import pandas as pd
 import streamlit as st
 
-from app import compute_panel, plan_panel, state
-from app.charts import tokens_per_node
-from app.widgets import model_picker
+from app.ui import compute_panel, plan_panel, state
+from app.ui.charts import tokens_per_node
+from app.ui.widgets import model_picker
 from engine.errors import ArborError
 from engine.models import backend_for
 from engine.plan import Plan, single_node_plan

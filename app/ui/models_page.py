@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import state
+from app.ui import state
 from engine.errors import ArborError
 from engine.models.registry import (
     DEFAULT_REMOTE_CONCURRENCY,

@@ -20,7 +20,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from app import inspector_charts, state
+from app.services import choices
+from app.ui import inspector_charts, state
 from engine.errors import ArborError
 from storage.sql_console import SavedQueries, run_read_only
 from storage.trace_queries import RunFilter, TraceQueries, output_diff
@@ -37,12 +38,8 @@ SAVED_KIND = {True: "example", False: "yours"}
 FLASH_KEY = "inspector_flash"
 SQL_RESULT_KEY = "inspector_sql_result"
 PICKED_KEY = "inspector_picked"
-#: (format for ``storage.trace_export``, button label, widget key)
-EXPORTS = (
-    ("otlp", "OTLP JSON", "export_otlp"),
-    ("parquet", "Parquet", "export_parquet"),
-    ("csv", "CSV", "export_csv"),
-)
+#: Button labels of ``storage.trace_export``'s formats (widget key: ``export_<format>``).
+EXPORT_LABELS = {"otlp": "OTLP JSON", "parquet": "Parquet", "csv": "CSV"}
 
 ws = state.workspace()
 session = state.current_session()
@@ -441,12 +438,19 @@ def _compare_view(run_id: str, runs: pd.DataFrame, labels: dict[str, str]) -> No
 
 def _export_view(run_id: str) -> None:
     try:
-        from storage.trace_export import EXPORT_FORMATS, export_filename, export_run_bytes
+        from storage.trace_export import (
+            EXPORT_FORMATS,
+            ExportFormat,
+            export_filename,
+            export_run_bytes,
+        )
     except ImportError:
         st.warning("Exports are not available: this build has no storage/trace_export.py.")
         return
-    columns = st.columns(len(EXPORTS))
-    for column, (fmt, label, key) in zip(columns, EXPORTS, strict=True):
+    formats = choices.ordered(ExportFormat, EXPORT_LABELS)
+    columns = st.columns(len(formats))
+    for column, fmt in zip(columns, formats, strict=True):
+        label, key = EXPORT_LABELS.get(fmt, fmt), f"export_{fmt}"
         try:
             data = export_run_bytes(ws.traces, run_id, fmt)
         except ArborError as exc:

@@ -1,0 +1,198 @@
+"""Runs: ``run`` a plan or session file, ``resume`` an interrupted run, list ``runs``,
+``export-run`` one run's spans, ``query`` the trace store with read-only SQL."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from app.cli.common import Subparsers, caps_from, caps_options, choice_option
+
+
+def register(commands: Subparsers) -> None:
+    run = commands.add_parser(
+        "run", help="run a plan or session file headless", parents=[caps_options()]
+    )
+    run.add_argument("file")
+    run.add_argument("--max-parallel", type=int)
+    run.add_argument(
+        "--no-cache", action="store_true", help="call every model again; reuse nothing recorded"
+    )
+    run.add_argument(
+        "--rerun-from",
+        action="append",
+        metavar="NODE",
+        help="run NODE and everything downstream again even if unchanged (repeatable)",
+    )
+    run.set_defaults(handler=run_file)
+
+    res = commands.add_parser("resume", help="continue an interrupted run, reusing finished calls")
+    res.add_argument("run_id", metavar="RUN_ID")
+    res.set_defaults(handler=resume_run)
+
+    rns = commands.add_parser("runs", help="list recent runs; flags interrupted ones")
+    rns.add_argument("--limit", type=int, default=20, help="how many runs (newest first)")
+    rns.set_defaults(handler=list_runs)
+
+    exr = commands.add_parser("export-run", help="write a run's spans as OTLP JSON, Parquet or CSV")
+    exr.add_argument("run_id", metavar="RUN_ID")
+    choice_option(exr, "--format", literal=_export_formats, default="otlp")
+    exr.add_argument("-o", "--output", required=True, help="file to write")
+    exr.set_defaults(handler=export_run_file)
+
+    qry = commands.add_parser("query", help="read-only SQL over the trace store")
+    qry.add_argument("sql", nargs="?", help="one SELECT (tables: runs, node_executions, ...)")
+    qry.add_argument("--saved", metavar="TITLE", help="run a saved or example query")
+    qry.add_argument("--list", action="store_true", help="list saved and example queries")
+    qry.add_argument("--limit", type=int, default=100, help="most rows to print")
+    qry.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    qry.set_defaults(handler=query_traces)
+
+
+def _export_formats():
+    from storage.trace_export import ExportFormat
+
+    return ExportFormat
+
+
+def _load_run_target(path: Path, workspace):
+    """The plan (and caps and session id, for a saved session's file) ``path`` holds."""
+    from engine.errors import PlanError, SessionError
+    from engine.plan import Plan
+    from storage.sessions import SESSION_FORMAT, ArborSession
+
+    if not path.is_file():
+        raise PlanError(f"{path} does not exist or is not a file.")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if f'"{SESSION_FORMAT}"' in text[:200]:
+        session = ArborSession.from_file_text(text, source=str(path))
+        if session.plan is None:
+            raise SessionError(f"{path} has no plan to run.")
+        try:
+            workspace.sessions.get(session.id)
+            session_id = session.id
+        except SessionError:
+            session_id = None
+        return session.plan, session.caps, session_id
+    return Plan.from_json(text, source=str(path)), None, None
+
+
+def run_file(args: argparse.Namespace) -> int:
+    from storage.workspace import Workspace
+
+    workspace = Workspace()
+    plan, caps, session_id = _load_run_target(Path(args.file), workspace)
+    caps = caps_from(args, caps)
+
+    result = workspace.run_plan(
+        plan,
+        caps,
+        session_id=session_id,
+        listeners=[print_progress],
+        use_cache=not args.no_cache,
+        rerun=args.rerun_from or (),
+    )
+    return report_run(result, workspace)
+
+
+def print_progress(event: object) -> None:
+    """A run listener that narrates node starts and ends on stderr."""
+    from engine.run.events import NodeFinished, NodeStarted
+
+    if isinstance(event, NodeStarted):
+        print(f"  started  {event.node_id}: {event.title}", file=sys.stderr, flush=True)
+    elif isinstance(event, NodeFinished):
+        detail = f" ({event.error})" if event.error else ""
+        if event.reused_from:
+            detail = f" (reused from {event.reused_from})"
+        print(f"  {event.status:8} {event.node_id}{detail}", file=sys.stderr, flush=True)
+
+
+def report_run(result, workspace) -> int:
+    """Print a finished run's summary and answer; the exit status says whether it completed."""
+    print(f"run id: {result.run_id}")
+    print(f"status: {result.status}" + (f" ({result.stop_reason})" if result.stop_reason else ""))
+    print(f"tokens: {result.input_tokens} in, {result.output_tokens} out")
+    if result.cost_usd:
+        print(f"cost: ${result.cost_usd:.6f}")
+    print(f"executed: {', '.join(result.executed) or 'none'}")
+    print(f"reused: {', '.join(result.reused) or 'none'}")
+    print(f"traces: {workspace.traces.path}")
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print("answer:")
+    print(result.answer if result.answer is not None else "(no answer)")
+    return 0 if result.status == "completed" else 1
+
+
+def resume_run(args: argparse.Namespace) -> int:
+    """Continue a stopped run as a new run: recorded calls are reused, the rest run now."""
+    from storage.workspace import Workspace
+
+    workspace = Workspace()
+    print(f"resuming {args.run_id}", file=sys.stderr, flush=True)
+    result = workspace.resume_run(args.run_id, listeners=[print_progress])
+    return report_run(result, workspace)
+
+
+def list_runs(args: argparse.Namespace) -> int:
+    """Recent runs, newest first; a run whose process died mid-run is marked interrupted."""
+    from storage.workspace import Workspace
+
+    runs = Workspace().traces.runs(limit=args.limit)
+    if not runs:
+        print("no runs recorded yet", file=sys.stderr)
+        return 0
+    print(f"{'run id':30} {'status':11} {'nodes done':>10} {'tokens':>8} {'cost $':>9}  started")
+    for run in runs:
+        reused = f" ({run['nodes_reused']}r)" if run["nodes_reused"] else ""
+        tokens = (run["input_tokens"] or 0) + (run["output_tokens"] or 0)
+        started = run["started_at"].astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        hint = f"  <- run.py resume {run['run_id']}" if run["status"] == "interrupted" else ""
+        print(
+            f"{run['run_id']:30} {run['status']:11} {str(run['nodes_done']) + reused:>10} "
+            f"{tokens:>8} {run['cost_usd'] or 0:>9.4f}  {started}{hint}"
+        )
+    return 0
+
+
+def export_run_file(args: argparse.Namespace) -> int:
+    """Write one run's spans as OTLP JSON, Parquet or CSV."""
+    from storage.trace_export import export_run
+    from storage.workspace import Workspace
+
+    path = export_run(Workspace().traces, args.run_id, Path(args.output), args.format)
+    print(f"exported run {args.run_id} as {args.format} to {path} ({path.stat().st_size:,} bytes)")
+    return 0
+
+
+def query_traces(args: argparse.Namespace) -> int:
+    """Run one read-only SQL query (or a saved one) over the trace store; print a table."""
+    from engine.errors import QueryRefused
+    from storage.sql_console import SavedQueries, run_read_only
+    from storage.workspace import Workspace
+
+    workspace = Workspace()
+    saved = SavedQueries(workspace.root)
+    if args.list:
+        for query in saved.list():
+            print(f"{'example' if query.example else 'saved':8} {query.title}")
+        return 0
+    if args.saved:
+        matches = [q for q in saved.list() if q.title == args.saved]
+        if not matches:
+            raise QueryRefused(f"no saved query titled {args.saved!r}; `run.py query --list`")
+        sql = matches[0].sql
+    elif args.sql:
+        sql = args.sql
+    else:
+        raise QueryRefused("give a SELECT, --saved TITLE or --list")
+    result = run_read_only(workspace.traces, sql, max_rows=args.limit)
+    if args.csv:
+        result.frame.to_csv(sys.stdout, index=False)
+    else:
+        print(result.frame.to_string(index=False, max_colwidth=60))
+    more = " (more rows not shown; --limit)" if result.truncated else ""
+    print(f"{len(result.frame)} row(s) in {result.elapsed_ms:.0f} ms{more}", file=sys.stderr)
+    return 0

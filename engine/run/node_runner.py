@@ -1,0 +1,232 @@
+"""One node of a run: prepared by the coordinator, then run on a worker thread.
+
+``NodeRunner.prepare`` renders the node's prompt from its upstream outputs, resolves its backend
+(and a best-of-N judge's) and, for a single-call node, the key its call is looked up by in the
+call cache. ``NodeRunner.run`` calls the node's strategy through a ``NodeCalls`` that spends from
+the node's allowance (``engine.run.allowances``) and returns an ``Outcome``; it never raises,
+since the coordinator waits for every outcome.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from engine.errors import CallCancelled, user_message
+from engine.models import Backend, BackendFactory, ChatMessage
+from engine.plan import GenerationConfig, ModelRef, Node, Plan
+from engine.prompts import node_messages
+from engine.run.allocation import Allocation, NodeAllocation
+from engine.run.allowances import limited_by_node, top_up
+from engine.run.budget import Grant, Meter
+from engine.run.call_cache import CachedCall, CallCache, call_cache_key
+from engine.run.node_calls import (
+    Caller,
+    CallRecord,
+    NodeBudgetExhausted,
+    NodeCalls,
+    rough_prompt_estimate,
+)
+from engine.run.strategies import StrategyResult, strategy_for
+
+CANCELLED_BY_USER = "cancelled by the user"
+TIME_CAP_NODE = "stopped by the run's time cap"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Prepared:
+    """A ready node with everything its calls need, computed once by the coordinator."""
+
+    node: Node
+    allocation: NodeAllocation
+    ref: ModelRef | None = None
+    backend: Backend | None = None
+    judge: Caller | None = None
+    messages: list[ChatMessage] = field(default_factory=list)
+    generation: GenerationConfig | None = None
+    #: Key of a single-call node's call, looked up by the coordinator before it starts.
+    cache_key: str | None = None
+    #: Whether the node's calls may be replayed from recorded ones (strategy nodes look up
+    #: each call themselves).
+    may_reuse: bool = False
+    #: Tokens and dollars set aside for the node when it started.
+    block: Grant | None = None
+    cost_cap_usd: float | None = None
+    error: str | None = None  # preparing failed: a bad template, a backend that cannot exist
+
+
+@dataclass
+class Outcome:
+    node_id: str
+    started_at: datetime
+    error: str | None
+    records: list[CallRecord] = field(default_factory=list)
+    result: StrategyResult | None = None
+    budget_exhausted: bool = False
+    cancelled: bool = False
+    #: Tokens and dollars the node was allowed, and what it spent of them.
+    token_cap: int | None = None
+    cost_cap_usd: float | None = None
+    spent_tokens: int = 0
+    spent_usd: float = 0.0
+    extra_block: Grant | None = None
+
+
+class NodeRunner:
+    """Prepares and runs the nodes of one run; shared by the coordinator and the workers.
+
+    ``meter`` is the run's; ``halt`` is set on a cancel or when the time cap passes (running
+    calls watch it), with ``time_cap_hit`` saying which. ``warnings`` is the run's list of
+    problems that did not stop it; ``partials`` each running node's latest streamed text.
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        allocation: Allocation,
+        backend_factory: BackendFactory,
+        meter: Meter,
+        cache: CallCache | None,
+        warnings: list[str],
+    ):
+        self.plan = plan
+        self.nodes = plan.nodes()
+        self.allocation = allocation
+        self.backend_factory = backend_factory
+        self.meter = meter
+        self.cache = cache
+        self.warnings = warnings
+        self.halt = threading.Event()
+        self.time_cap_hit = False
+        self.partials: dict[str, list[str]] = {}
+        self._backends: dict[str, Backend] = {}
+
+    def stop_calls(self, *, time_cap: bool) -> None:
+        """Halt running calls: the user cancelled or (``time_cap``) the time cap passed."""
+        if time_cap:
+            self.time_cap_hit = True
+        self.halt.set()
+
+    def warn(self, warning: str) -> None:
+        if warning not in self.warnings:
+            self.warnings.append(warning)
+
+    def backend(self, ref: ModelRef) -> Backend:
+        key = ref.model_dump_json()
+        if key not in self._backends:
+            self._backends[key] = self.backend_factory(ref)
+        return self._backends[key]
+
+    # -- coordinator side ------------------------------------------------------------------
+    def prepare(self, node: Node, outputs: dict[str, str]) -> Prepared:
+        """Messages, backend and cache key of a node whose inputs are all final."""
+        allocation = self.allocation.nodes[node.id]
+        prepared = Prepared(node, allocation)
+        try:
+            prepared.ref = allocation.model
+            prepared.backend = self.backend(prepared.ref)
+            selector = allocation.strategy.selector
+            if allocation.strategy.kind == "best_of_n" and selector.kind == "judge":
+                judge_ref = selector.judge_model or prepared.ref
+                prepared.judge = Caller(self.backend(judge_ref), judge_ref)
+            prepared.messages = node_messages(self.plan, node, outputs, self.nodes)
+        except Exception as exc:  # a backend bug must fail this node, not the run
+            prepared.error = user_message(exc)
+            return prepared
+        generation = self.plan.generation_for(node)
+        prepared.generation = generation.model_copy(update={"max_tokens": allocation.max_tokens})
+        if allocation.strategy.kind == "single":
+            prepared.cache_key = call_cache_key(
+                prepared.messages, prepared.ref, prepared.generation
+            )
+        return prepared
+
+    def lookup(self, prepared: list[Prepared]) -> dict[str, CachedCall]:
+        """Recorded calls of single-call nodes, by node id (no cache or none found: empty)."""
+        if self.cache is None or not prepared:
+            return {}
+        keys = {p.cache_key: p.node.id for p in prepared if p.cache_key}
+        if not keys:
+            return {}
+        try:
+            found = self.cache.lookup(list(keys))
+        except Exception as exc:  # a cache that cannot answer means calling the model
+            self.warn(f"call cache unavailable, nothing reused: {user_message(exc)}")
+            return {}
+        return {keys[key]: call for key, call in found.items() if key in keys}
+
+    # -- worker side -----------------------------------------------------------------------
+    def run(self, prepared: Prepared) -> Outcome:
+        """The node's outcome; never raises (the coordinator waits for every outcome)."""
+        try:
+            return self._run_strategy(prepared)
+        except Exception as exc:
+            return Outcome(prepared.node.id, now(), user_message(exc))
+
+    def _run_strategy(self, prepared: Prepared) -> Outcome:
+        node, backend, generation = prepared.node, prepared.backend, prepared.generation
+        assert backend is not None and generation is not None and prepared.ref is not None
+        assert prepared.block is not None
+        outcome = Outcome(node.id, now(), None, cost_cap_usd=prepared.cost_cap_usd)
+        parts = self.partials.setdefault(node.id, [])
+
+        def show(text: str) -> None:
+            parts[:] = [text]
+
+        block = prepared.block.tokens
+        try:
+            # The base class's rough count: a node whose calls are all replayed never needs
+            # its model's tokenizer (which would load a local model for nothing).
+            estimate = rough_prompt_estimate(prepared.messages)
+        except Exception as exc:
+            outcome.error = user_message(exc)
+            return outcome
+        # A node's share may be too small for even one full call (a parent reading long
+        # outputs): it may take that much more from the run, within its manual cap.
+        manual = prepared.allocation.token_cap
+        extra = top_up(block, estimate + generation.max_tokens, manual)
+        if extra:
+            outcome.extra_block = self.meter.reserve_block(extra, 0.0)
+            block += outcome.extra_block.tokens
+        outcome.token_cap = block
+        meter = Meter(block, prepared.cost_cap_usd)
+        calls = NodeCalls(
+            Caller(backend, prepared.ref),
+            generation,
+            meter,
+            halt=self.halt,
+            cache=self.cache if prepared.may_reuse and prepared.cache_key is None else None,
+            on_text=show,
+        )
+        strategy = strategy_for(prepared.allocation.strategy, prepared.judge)
+        try:
+            outcome.result = strategy.run(calls, prepared.messages)
+        except NodeBudgetExhausted as exc:
+            if limited_by_node(block, manual) or any(r.ok for r in calls.records):
+                outcome.error = f"node budget of {block} tokens exhausted: {exc}"
+            else:
+                outcome.budget_exhausted = True
+        except CallCancelled as exc:
+            outcome.cancelled = True
+            outcome.error = TIME_CAP_NODE if self.time_cap_hit else str(exc)
+        except Exception as exc:  # any backend failure fails this node, never the whole run
+            outcome.error = user_message(exc)
+        outcome.records = calls.records
+        outcome.spent_tokens, outcome.spent_usd = meter.used, meter.cost_used
+        if calls.cache_problem:
+            self.warn(calls.cache_problem)
+        result = outcome.result
+        if result is not None and outcome.error is None:
+            if result.interrupted and not self.time_cap_hit:
+                outcome.cancelled, outcome.error = True, CANCELLED_BY_USER
+            elif not result.output.strip():
+                outcome.error = "the model returned an empty answer"
+        return outcome
+
+
+__all__ = ["CANCELLED_BY_USER", "TIME_CAP_NODE", "NodeRunner", "Outcome", "Prepared", "now"]

@@ -1,0 +1,132 @@
+"""Rows to the file: ``Sink`` writes a batch of ``Rows`` on one connection, in one transaction,
+through DuckDB's appender wherever it can."""
+
+from __future__ import annotations
+
+import os
+from contextlib import suppress
+from typing import Any, Literal
+
+import duckdb
+import pyarrow as pa
+
+from storage.traces.rows import CALL_COLUMNS, NODE_ARROW_SCHEMA, NODE_COLUMNS, Rows, redacted
+
+_MERGE_NODES = f"""
+    INSERT INTO node_executions ({", ".join(NODE_COLUMNS)})
+    SELECT {", ".join(NODE_COLUMNS)} FROM arbor_merge_nodes
+    ON CONFLICT (run_id, node_id) DO UPDATE SET
+        title = coalesce(excluded.title, node_executions.title),
+        model = coalesce(excluded.model, node_executions.model),
+        status = excluded.status,
+        output = excluded.output,
+        error = excluded.error,
+        input_tokens = excluded.input_tokens,
+        output_tokens = excluded.output_tokens,
+        started_at = coalesce(node_executions.started_at, excluded.started_at),
+        finished_at = excluded.finished_at,
+        reused_from = excluded.reused_from,
+        cost_usd = excluded.cost_usd,
+        strategy = excluded.strategy,
+        samples = excluded.samples,
+        agreement = excluded.agreement,
+        token_cap = excluded.token_cap,
+        cost_cap_usd = excluded.cost_cap_usd,
+        note = excluded.note
+"""
+
+
+#: What the appender does with a row: a plain insert, an upsert or an update by key.
+AppendAction = Literal["insert", "upsert", "update"]
+
+
+class Sink:
+    """Writes ``Rows`` on one connection, one transaction per batch.
+
+    Rows go through DuckDB's appender: plain inserts for new rows and calls, a keyed update for
+    rows this writer wrote before (an upsert flush costs about 7 times an insert). Only rows the
+    writer cannot place go through ``INSERT ... ON CONFLICT`` over an Arrow table. After a failed
+    attempt, ``idempotent`` makes inserts upserts, so a batch that did commit after all cannot
+    collide with itself. ``executemany`` is avoided: it runs about 830 rows/s on a file.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection):
+        self.con = con
+        self._appenders: dict[tuple[str, str], duckdb.Appender] = {}
+
+    def _appender(self, table: str, action: AppendAction) -> duckdb.Appender:
+        appender = self._appenders.get((table, action))
+        if appender is None:
+            columns = list(NODE_COLUMNS if table == "node_executions" else CALL_COLUMNS)
+            key = ["run_id", "node_id"] if action == "update" else None
+            options = {"key": key} if key else {}
+            appender = self.con.appender(table, columns=columns, action=action, **options)
+            self._appenders[(table, action)] = appender
+        return appender
+
+    def _append(self, table: str, action: AppendAction, rows: list[Any]) -> None:
+        if rows:
+            appender = self._appender(table, action)
+            appender.append_rows(rows)
+            appender.flush()
+
+    def write(self, rows: Rows, *, idempotent: bool = False) -> None:
+        con = self.con
+        insert: AppendAction = "upsert" if idempotent else "insert"
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for run in rows.runs_started:
+                con.execute(
+                    "INSERT INTO runs (run_id, session_id, task, status, started_at, plan_json,"
+                    " caps_json, resumed_from, pid) VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?)"
+                    " ON CONFLICT DO NOTHING",
+                    [
+                        run.run_id,
+                        run.session_id,
+                        run.task,
+                        run.started_at,
+                        redacted(run.plan_json),
+                        run.caps_json,
+                        run.resumed_from,
+                        run.pid if run.pid is not None else os.getpid(),
+                    ],
+                )
+            self._append("node_executions", insert, list(rows.nodes_new.values()))
+            self._append("node_executions", "update", list(rows.nodes_update.values()))
+            if rows.nodes_merge:
+                table = pa.Table.from_pylist(
+                    [dict(zip(NODE_COLUMNS, r, strict=True)) for r in rows.nodes_merge.values()],
+                    schema=NODE_ARROW_SCHEMA,
+                )
+                con.register("arbor_merge_nodes", table)
+                try:
+                    con.execute(_MERGE_NODES)
+                finally:
+                    con.unregister("arbor_merge_nodes")
+            self._append("model_calls", insert, rows.calls)
+            for finished in rows.runs_finished:
+                con.execute(
+                    "UPDATE runs SET status = ?, stop_reason = ?, answer = ?, input_tokens = ?,"
+                    " output_tokens = ?, cost_usd = ?, finished_at = ? WHERE run_id = ?",
+                    [
+                        finished.status,
+                        redacted(finished.stop_reason),
+                        finished.answer,
+                        finished.input_tokens,
+                        finished.output_tokens,
+                        finished.cost_usd,
+                        finished.finished_at,
+                        finished.run_id,
+                    ],
+                )
+            con.execute("COMMIT")
+        except BaseException:
+            for appender in self._appenders.values():
+                appender.clear()
+            # The failed statement may have ended the transaction already.
+            with suppress(duckdb.Error):
+                con.execute("ROLLBACK")
+            raise
+
+
+__all__ = ["Sink"]

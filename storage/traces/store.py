@@ -1,0 +1,313 @@
+"""``TraceStore``: opening the DuckDB file (waiting out another process's lock), migrating it,
+reading runs, nodes and calls, one-off writes, interrupted runs, and the call-cache lookup."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
+
+from engine.errors import TraceStoreError
+from engine.run.call_cache import CachedCall
+from engine.run.events import BudgetUpdate, Event, NodeProgress
+from storage.traces.liveness import dead_runs, mark_interrupted
+from storage.traces.rows import WriterState, collapse
+from storage.traces.schema import MIGRATIONS
+from storage.traces.sharing import live_writers, shared_readers
+from storage.traces.sink import Sink
+from storage.traces.writer import TraceWriter
+
+#: Cache lookups send at most this many keys per query (a resumed 1000-node run asks for many).
+LOOKUP_CHUNK = 500
+
+
+def _is_lock_conflict(exc: BaseException) -> bool:
+    return isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()
+
+
+def _newer(row: tuple[Any, ...], other: tuple[Any, ...]) -> bool:
+    """Whether lookup row ``row`` finished after ``other`` (unknown times are oldest; the call
+    id breaks ties, so the answer never depends on scan order)."""
+
+    def age(r: tuple[Any, ...]) -> tuple[bool, float, str]:
+        return (r[7] is not None, r[7].timestamp() if r[7] is not None else 0.0, r[1])
+
+    return age(row) > age(other)
+
+
+class TraceStore:
+    """Reads and writes traces in the DuckDB file at ``path``; also the run's call cache."""
+
+    def __init__(self, path: Path | str, *, lock_wait_s: float = 15.0):
+        self.path = Path(path)
+        #: The file's absolute path: stores on one file share writers and readers by it
+        #: (resolved once: ``resolve()`` costs about as much as a cache lookup).
+        self.file_id = self.path.resolve()
+        self.lock_wait_s = lock_wait_s
+        self._migrated = False
+        self._migrate_lock = threading.Lock()
+
+    def open_connection(self) -> duckdb.DuckDBPyConnection:
+        """A migrated connection the caller must close; waits while another process holds
+        the file and raises ``TraceStoreError`` (naming the file) when it stays locked or is
+        not a DuckDB database."""
+        retrying = Retrying(
+            retry=retry_if_exception(_is_lock_conflict),
+            stop=stop_after_delay(self.lock_wait_s),
+            # Short waits: a busy writer elsewhere lets go for ``TraceWriter.yield_s`` at a
+            # time, and a failed open costs well under a millisecond.
+            wait=wait_random_exponential(multiplier=0.005, max=0.04),
+            reraise=True,
+        )
+        try:
+            con = retrying(duckdb.connect, str(self.path))
+        except duckdb.Error as exc:
+            raise TraceStoreError(f"Cannot open the trace store {self.path}: {exc}") from exc
+        try:
+            self._ensure_schema(con)
+        except BaseException as exc:
+            con.close()
+            if isinstance(exc, duckdb.Error):
+                raise TraceStoreError(f"Cannot migrate the trace store {self.path}: {exc}") from exc
+            raise
+        return con
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short-lived connection; waits while another process holds the file."""
+        con = self.open_connection()
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def _ensure_schema(self, con: duckdb.DuckDBPyConnection) -> None:
+        if self._migrated:
+            return
+        with self._migrate_lock:
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMPTZ DEFAULT now())"
+            )
+            rows = con.execute("SELECT version FROM schema_migrations").fetchall()
+            applied = {row[0] for row in rows}
+            for version, (name, migrate) in enumerate(MIGRATIONS, start=1):
+                if version in applied:
+                    continue
+                con.execute("BEGIN")
+                try:
+                    migrate(con)
+                    con.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
+                        [version, name],
+                    )
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")  # a half-applied migration would be re-run
+                    raise
+            self._migrated = True
+
+    def schema_version(self) -> int:
+        with self.connect() as con:
+            row = con.execute("SELECT max(version) FROM schema_migrations").fetchone()
+        assert row is not None  # an aggregate answers one row
+        version: int = row[0] or 0
+        return version
+
+    # -- writing ---------------------------------------------------------------------------
+    def record(self, event: Event) -> None:
+        """Write one event now, in its own connection and transaction (slow: about 30 ms).
+
+        Runs use ``TraceWriter``, which batches; this stays for one-off writes and tests.
+        """
+        if isinstance(event, NodeProgress | BudgetUpdate):
+            return
+        rows = collapse([event], WriterState())
+        with self.connect() as con:
+            try:
+                Sink(con).write(rows)
+            except duckdb.Error as exc:
+                raise TraceStoreError(
+                    f"Cannot write to the trace store {self.path}: {exc}"
+                ) from exc
+
+    __call__ = record  # a TraceStore is itself a run listener
+
+    def writer(self, **options: Any) -> TraceWriter:
+        """A buffered ``TraceWriter`` for this store (see its docstring for ``options``)."""
+        return TraceWriter(self, **options)
+
+    def mark_interrupted(self, run_ids: Sequence[str], reason: str | None = None) -> int:
+        """Mark runs still ``running`` as ``interrupted`` (their nodes left running too).
+
+        ``finished_at`` becomes the last sign of life: the newest node finish, else the start.
+        Returns how many runs changed.
+        """
+        with self.connect() as con:
+            return mark_interrupted(con, run_ids, reason)
+
+    def interrupted_runs(self, *, mark: bool = True) -> list[dict[str, Any]]:
+        """Runs left ``running`` by a process that is gone, newest first; marks them
+        ``interrupted`` unless ``mark`` is False.
+
+        A run's process is looked up by ``runs.pid`` on this host (the store is a local file,
+        so the runner was local too). Rows without a pid (written before schema v2) that are
+        still ``running`` count as interrupted.
+        """
+        self._sync_writers()
+        with self.connect() as con:
+            dead = dead_runs(con)
+            if mark:
+                mark_interrupted(con, dead)
+        if not dead:
+            return []
+        return [r for r in self.runs(sync=False, detect=False) if r["run_id"] in set(dead)]
+
+    @classmethod
+    def mark_dead_runs(cls, con: duckdb.DuckDBPyConnection) -> int:
+        """On an open connection: mark runs whose process is gone ``interrupted`` (what
+        ``runs()`` does first), so every reader shows the same status. Returns how many."""
+        return mark_interrupted(con, dead_runs(con))
+
+    # -- the call cache ----------------------------------------------------------------------
+    def lookup(self, keys: Sequence[str]) -> dict[str, CachedCall]:
+        """The newest successful recorded call for each key that has one (``CallCache``).
+
+        Failed and cancelled calls are never reused. Sees everything committed, by any process;
+        a run's own latest calls may still be in its writer's queue (a few ms), but a finished
+        run is always visible because ``RunFinished`` is written synchronously. While a writer
+        in this process holds the file, lookups share one kept-open connection (opening one
+        costs about as much as the query).
+        """
+        wanted = list(dict.fromkeys(key for key in keys if key))
+        if not wanted:
+            return {}
+        newest: dict[str, tuple[Any, ...]] = {}
+        try:
+            self._lookup_into(newest, wanted)
+        except duckdb.Error as exc:
+            raise TraceStoreError(f"Cannot look up cached calls in {self.path}: {exc}") from exc
+        return {
+            key: CachedCall(
+                call_id=call_id,
+                run_id=run_id,
+                output=output or "",
+                input_tokens=tokens_in or 0,
+                output_tokens=tokens_out or 0,
+                finish_reason=finish,
+            )
+            for key, (_, call_id, run_id, output, tokens_in, tokens_out, finish, _) in (
+                newest.items()
+            )
+        }
+
+    def _lookup_into(self, newest: dict[str, tuple[Any, ...]], wanted: list[str]) -> None:
+        with shared_readers.connection(self) as con:
+            for start in range(0, len(wanted), LOOKUP_CHUNK):
+                chunk = wanted[start : start + LOOKUP_CHUNK]
+                # A plain IN list: a window function (newest per key) costs more than the rest
+                # of the query, so the newest is picked here.
+                rows = con.execute(
+                    "SELECT cache_key, call_id, run_id, output, input_tokens, output_tokens,"
+                    " finish_reason, finished_at FROM model_calls"
+                    " WHERE status = 'ok' AND imported IS NOT TRUE"
+                    f" AND cache_key IN ({', '.join('?' * len(chunk))})",
+                    chunk,
+                ).fetchall()
+                for row in rows:
+                    best = newest.get(row[0])
+                    if best is None or _newer(row, best):
+                        newest[row[0]] = row
+
+    # -- reading ---------------------------------------------------------------------------
+    def sync(self) -> None:
+        """Wait until what this process's writers queued is committed (read-your-writes for
+        queries made outside this class, e.g. the Inspector's and the exports)."""
+        self._sync_writers()
+
+    def _sync_writers(self) -> None:
+        """Read-your-writes inside this process: wait for live writers' queued events."""
+        for writer in live_writers(self.file_id):
+            # A writer reports its own failures to its run; reading goes on without them.
+            with suppress(TraceStoreError):
+                writer.flush()
+
+    def _rows(
+        self, sql: str, params: list[Any] | None = None, *, sync: bool = True
+    ) -> list[dict[str, Any]]:
+        if sync:
+            self._sync_writers()
+        with self.connect() as con:
+            cursor = con.execute(sql, params or [])
+            columns = [d[0] for d in cursor.description]
+            return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+    def runs(
+        self,
+        session_id: str | None = None,
+        *,
+        limit: int | None = None,
+        detect: bool = True,
+        sync: bool = True,
+    ) -> list[dict[str, Any]]:
+        """Runs, newest first, optionally only one session's, with node counts.
+
+        With ``detect`` (the default), runs left ``running`` by a process that is gone are
+        marked ``interrupted`` first, so every reader sees the same status. Tokens and cost
+        come from the ``run_totals`` view: a run still running has the sums over its nodes so
+        far. ``nodes_done``
+        counts nodes that finished with an output (``nodes_reused`` of them came from the
+        cache); ``nodes_recorded`` counts every node row, whatever its status.
+        """
+        if sync:
+            self._sync_writers()
+        where, params = ("WHERE r.session_id = ?", [session_id]) if session_id else ("", [])
+        limit_sql = f" LIMIT {int(limit)}" if limit is not None else ""
+        with self.connect() as con:
+            if detect:
+                mark_interrupted(con, dead_runs(con))
+            cursor = con.execute(
+                "SELECT r.run_id, r.session_id, r.task, r.status, r.stop_reason,"
+                " t.input_tokens, t.output_tokens, t.cost_usd, r.started_at, r.finished_at,"
+                " r.answer, r.resumed_from, r.pid, coalesce(n.done, 0) AS nodes_done,"
+                " coalesce(n.reused, 0) AS nodes_reused, coalesce(n.total, 0) AS nodes_recorded"
+                " FROM runs r JOIN run_totals t ON t.run_id = r.run_id"
+                " LEFT JOIN (SELECT run_id, count(*) AS total,"
+                "   count(*) FILTER (WHERE status = 'done') AS done,"
+                "   count(*) FILTER (WHERE status = 'done' AND reused_from IS NOT NULL) AS reused"
+                "   FROM node_executions GROUP BY run_id) n ON n.run_id = r.run_id"
+                f" {where} ORDER BY r.started_at DESC{limit_sql}",
+                params,
+            )
+            columns = [d[0] for d in cursor.description]
+            return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        rows = self._rows("SELECT * FROM runs WHERE run_id = ?", [run_id])
+        return rows[0] if rows else None
+
+    def node_executions(self, run_id: str) -> list[dict[str, Any]]:
+        return self._rows(
+            "SELECT node_id, title, model, status, input_tokens, output_tokens, cost_usd,"
+            " started_at, finished_at, output, error, reused_from, strategy, samples, agreement,"
+            " token_cap, cost_cap_usd, note FROM node_executions"
+            " WHERE run_id = ? ORDER BY started_at NULLS LAST, node_id",
+            [run_id],
+        )
+
+    def model_calls(self, run_id: str) -> list[dict[str, Any]]:
+        return self._rows(
+            "SELECT node_id, model, status, input_tokens, output_tokens, latency_s, prompt,"
+            " output, error, started_at, call_id, sample_index, seed, cache_key, cost_usd,"
+            " finish_reason, finished_at, role, score, vote, selected, reused_from"
+            " FROM model_calls WHERE run_id = ? ORDER BY started_at, sample_index",
+            [run_id],
+        )
+
+
+__all__ = ["LOOKUP_CHUNK", "TraceStore"]
