@@ -1,6 +1,7 @@
 """Parallel efficiency: makespan of width-8 DAGs over their critical-path time (target <= 1.15).
 
-Every node is a remote model on one loopback OpenAI-compatible server (tests/loopback.py) that
+Every node is a remote model on one loopback OpenAI-compatible server
+(tests/support/loopback.py) that
 answers each call after a fixed latency, with room for all calls at once. Plans run through
 ``engine.run.executor.execute_plan`` with ``RemoteBackend(max_concurrent=16)`` and
 ``RunCaps(max_parallel=16)``, so only the executor and the client can make them slower than the
@@ -31,7 +32,7 @@ from engine.models import Backend, RemoteBackend
 from engine.plan import GenerationConfig, ModelRef, Node, Plan
 from engine.run.budget import RunCaps
 from engine.run.executor import execute_plan
-from tests.loopback import LoopbackServer
+from tests.support.loopback import LoopbackServer
 
 WIDTH = 8
 TARGET = 1.15

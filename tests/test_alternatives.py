@@ -4,7 +4,6 @@ bundled model for the whole path."""
 from __future__ import annotations
 
 import pytest
-from fake_backend import ScriptedPlanner, planner_json, subtask, tree
 
 from engine.errors import CycleError, PlanError
 from engine.plan import GenerationConfig, ModelRef, Plan
@@ -16,6 +15,7 @@ from engine.planner.alternatives import (
     sample_alternatives,
 )
 from engine.planner.decompose import build_plan, parse_subtasks
+from tests.support.fake_backend import ScriptedPlanner, planner_json, subtask, tree
 
 TASK = "Organise a team offsite"
 

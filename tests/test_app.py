@@ -205,7 +205,7 @@ def test_alternatives_are_shown_side_by_side_and_ticked_subtasks_merge(app, monk
     are scripted here (two real samples took 90 s of the suite); the bundled model sampling
     alternatives is tested in test_alternatives.py and the planner in the browser tests."""
     from engine.planner import alternatives
-    from tests.fake_backend import ScriptedPlanner, planner_json, subtask
+    from tests.support.fake_backend import ScriptedPlanner, planner_json, subtask
 
     scripted = ScriptedPlanner(
         planner_json(subtask("Choose the park"), subtask("Pack the food", ("Choose the park",))),

@@ -30,7 +30,7 @@ from engine.run.executor import RunResult, execute_plan
 from storage.sessions import ArborSession
 from storage.sql_console import SavedQueries
 from storage.workspace import Workspace
-from tests.fake_backend import Behaviour, fake_factory, fake_models, tree
+from tests.support.fake_backend import Behaviour, fake_factory, fake_models, tree
 
 MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
 PAGE = "ui/inspector_page.py"

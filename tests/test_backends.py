@@ -7,12 +7,12 @@ import threading
 import time
 
 import pytest
-from conftest import free_port
 
 from engine.errors import ModelCallFailed, ModelUnavailable
 from engine.models import LocalBackend, RemoteBackend, backend_for
 from engine.models.local import detect_chat_format
 from engine.plan import GenerationConfig, ModelRef
+from tests.support.servers import free_port
 
 SHORT = GenerationConfig(temperature=0.0, max_tokens=32, seed=1)
 QUESTION = [{"role": "user", "content": "Name three colours of the rainbow."}]

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
-from test_browser_plan import ARTIFACTS, _choose, _click, _settled
 
 from storage.evaluations import list_evaluations
+from tests.support.browser import ARTIFACTS, _choose, _click, _settled
 
 pytestmark = [pytest.mark.browser, pytest.mark.model]
 

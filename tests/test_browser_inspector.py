@@ -15,14 +15,14 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import serve_ui
 from playwright.sync_api import expect
-from test_browser_plan import ARTIFACTS, _click, _settled
 
 from engine.plan import GenerationConfig, Node, Plan
 from engine.run.budget import RunCaps
 from storage.sessions import ArborSession
 from storage.trace_queries import TraceQueries
+from tests.support.browser import ARTIFACTS, _click, _settled
+from tests.support.servers import serve_ui
 
 pytestmark = [pytest.mark.browser, pytest.mark.model]
 

@@ -8,7 +8,8 @@ import re
 
 import pytest
 from playwright.sync_api import expect
-from test_browser_plan import ARTIFACTS, _settled
+
+from tests.support.browser import ARTIFACTS, _settled
 
 pytestmark = [pytest.mark.browser, pytest.mark.model]
 

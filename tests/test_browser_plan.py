@@ -5,39 +5,14 @@ from __future__ import annotations
 import json
 import re
 import time
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect
+
+from tests.support.browser import ARTIFACTS, _choose, _click, _settled
 
 pytestmark = pytest.mark.browser
 
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 TASK = "Organise a book swap for the families on our street."
-
-
-def _settled(page) -> None:
-    """Wait until Streamlit has finished its rerun: no status widget, no stale elements."""
-    page.wait_for_function(
-        """() => !document.querySelector('[data-testid="stStatusWidget"]')
-              && !document.querySelector('[data-stale="true"]')""",
-        polling=200,
-    )
-
-
-def _click(page, name: str) -> None:
-    _settled(page)
-    page.get_by_role("button", name=name, exact=True).click()
-
-
-def _choose(page, label: str, option_prefix: str) -> None:
-    """Pick an option of the Streamlit selectbox labelled ``label`` (an ARIA combobox)."""
-    _settled(page)
-    box = page.get_by_role("combobox", name=label, exact=True)
-    box.click()
-    box.fill(option_prefix)  # the combobox filters its options by what is typed
-    page.get_by_role("option", name=re.compile("^" + re.escape(option_prefix))).first.click()
-    expect(box).to_have_value(re.compile("^" + re.escape(option_prefix)))
 
 
 def _plan_json(page) -> dict:

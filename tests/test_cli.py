@@ -14,21 +14,10 @@ from engine.plan import GenerationConfig, Node, Plan
 from engine.run.budget import RunCaps
 from storage.sessions import ArborSession
 from storage.workspace import Workspace
+from tests.support.cli import run_cli as _cli
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_ID = re.compile(r"^run id: (run-\S+)$", re.MULTILINE)
-
-
-def _cli(data_dir: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ARBOR_DATA_DIR": str(data_dir)}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def _tiny_plan() -> Plan:

@@ -17,7 +17,7 @@ from engine.plan import Node, Plan, single_node_plan
 from engine.plan.compute_config import strategy_from_spec
 from storage.evaluations import list_evaluations, load_summary
 from storage.workspace import Workspace
-from tests.test_cli import _cli
+from tests.support.cli import run_cli as _cli
 
 ROOT = Path(__file__).resolve().parent.parent
 CAPITALS_PLAN = ROOT / "assets" / "examples" / "eval_plans" / "capitals.json"

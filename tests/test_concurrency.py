@@ -22,7 +22,7 @@ from engine.plan import GenerationConfig, ModelRef, Node, Plan
 from engine.run.budget import RunCaps
 from storage.trace_queries import RunFilter, TraceQueries
 from storage.workspace import Workspace
-from tests.loopback import LoopbackServer
+from tests.support.loopback import LoopbackServer
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN = str(ROOT / "app" / "main.py")

@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import pytest
-from fake_backend import ScriptedPlanner
 
 from engine.errors import ModelUnavailable
 from engine.plan import ModelRef, Plan
@@ -23,6 +22,7 @@ from engine.planner.decompose import (
     stopped_at_title,
     worked_examples,
 )
+from tests.support.fake_backend import ScriptedPlanner
 
 
 def _sub(title: str, deps: Any = (), instruction: str | None = None) -> dict[str, Any]:

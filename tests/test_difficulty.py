@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from fake_backend import ScriptedPlanner, tree
 
 from engine.plan import Plan
 from engine.planner.decompose import UnusablePlan
@@ -16,6 +15,7 @@ from engine.planner.difficulty import (
     rate_difficulty,
     rating_messages,
 )
+from tests.support.fake_backend import ScriptedPlanner, tree
 
 
 def ratings(*pairs) -> str:

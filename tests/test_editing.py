@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from fake_backend import tree
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from plan_strategies import draw_edit, valid_plans
 
-from engine.plan import editing
 from engine.errors import CycleError, PlanError
-from engine.plan import ModelRef, Plan
+from engine.plan import ModelRef, Plan, editing
+from tests.support.fake_backend import tree
+from tests.support.plan_strategies import draw_edit, valid_plans
 
 
 def _titled(spec: dict) -> dict:

@@ -12,7 +12,6 @@ import threading
 import time
 
 import pytest
-from fake_backend import Behaviour, MemoryCache, fake_factory, fake_models, tree
 
 from engine.plan import Plan
 from engine.run import executor
@@ -20,6 +19,7 @@ from engine.run.budget import RunCaps
 from engine.run.events import ModelCallFinished, NodeFinished, NodeProgress, RunStarted
 from engine.run.executor import execute_plan
 from engine.run.scheduler import NodeStatus
+from tests.support.fake_backend import Behaviour, MemoryCache, fake_factory, fake_models, tree
 
 
 def _leaves(count: int) -> dict:

@@ -10,7 +10,6 @@ import threading
 import time
 
 import pytest
-from fake_backend import Behaviour, fake_factory, fake_models, tree
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +19,7 @@ from engine.run.budget import RunCaps
 from engine.run.events import ModelCallFinished, NodeFinished, NodeStarted, RunFinished, RunStarted
 from engine.run.executor import execute_plan
 from engine.run.scheduler import NodeStatus
+from tests.support.fake_backend import Behaviour, fake_factory, fake_models, tree
 
 DIAMOND = {
     "id": "root",

@@ -4,12 +4,12 @@ bundled model (and the loopback server) for the whole path."""
 from __future__ import annotations
 
 import pytest
-from fake_backend import ScriptedPlanner, planner_json, subtask, tree
 
 from engine.errors import PlanError
 from engine.plan import GenerationConfig, ModelRef, Plan
 from engine.planner.decompose import PLAN_SCHEMA
 from engine.planner.expand import child_ids, expand_node, replan_subtree
+from tests.support.fake_backend import ScriptedPlanner, planner_json, subtask, tree
 
 
 def trip_plan() -> Plan:

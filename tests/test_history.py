@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from fake_backend import tree
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from plan_strategies import draw_edit, valid_plans
 
 from engine import editing
 from engine.errors import PlanError
 from engine.plan import Plan
 from engine.plan.history import PlanHistory
+from tests.support.fake_backend import tree
+from tests.support.plan_strategies import draw_edit, valid_plans
 
 
 def _plan() -> Plan:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from fake_backend import tree
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -20,6 +19,7 @@ from engine.plan import (
     Plan,
     single_node_plan,
 )
+from tests.support.fake_backend import tree
 
 # -- validation -----------------------------------------------------------------------------
 

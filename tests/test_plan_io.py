@@ -6,15 +6,15 @@ import json
 
 import pytest
 import yaml
-from fake_backend import tree
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from plan_strategies import valid_plans
 
 from engine.errors import CycleError, PlanError
 from engine.plan import PLAN_FORMAT, GenerationConfig, ModelRef, Node, Plan
 from engine.plan.diff import diff_plans
 from engine.plan.files import export_plan, import_plan
+from tests.support.fake_backend import tree
+from tests.support.plan_strategies import valid_plans
 
 
 def _plan() -> Plan:

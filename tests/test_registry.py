@@ -30,7 +30,7 @@ from engine.models.registry import (
     make_entry,
 )
 from engine.plan import ModelRef
-from tests.conftest import free_port
+from tests.support.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN = str(ROOT / "app" / "main.py")
@@ -646,10 +646,9 @@ def test_models_page_shows_a_corrupt_registry_without_touching_it(tmp_path, monk
 
 
 def test_runs_take_prices_and_concurrency_from_the_registry(workspace):
-    from loopback import LoopbackServer
-
     from engine.plan import Node, Plan
     from engine.run.budget import RunCaps
+    from tests.support.loopback import LoopbackServer
 
     with LoopbackServer(latency_s=0.3, reply="A short answer from the endpoint.") as server:
         registry = Registry.in_data_dir(workspace.root)
@@ -683,10 +682,9 @@ def test_runs_take_prices_and_concurrency_from_the_registry(workspace):
 
 
 def test_a_corrupt_registry_does_not_stop_a_run(workspace):
-    from loopback import LoopbackServer
-
     from engine.plan import ModelRef as Ref
     from engine.plan import Node, Plan
+    from tests.support.loopback import LoopbackServer
 
     (workspace.root / "models.json").write_text("{not json", encoding="utf-8")
     with LoopbackServer() as server:

@@ -1,4 +1,5 @@
-"""RemoteBackend against real servers: llama_cpp.server and the loopback server (tests/loopback).
+"""RemoteBackend against real servers: llama_cpp.server and the loopback server
+(tests/support/loopback.py).
 
 The loopback server is a real HTTP server speaking the OpenAI wire format; it fails, stalls and
 counts on request, and in proxy mode forwards to the real llama_cpp.server, so retries end in a
@@ -12,12 +13,12 @@ import threading
 import time
 
 import pytest
-from loopback import LoopbackServer
 
 from engine.errors import CallCancelled, ModelCallFailed, ModelUnavailable
 from engine.models import RemoteBackend
 from engine.models.remote import RETRY_AFTER_CAP_S
 from engine.plan import GenerationConfig
+from tests.support.loopback import LoopbackServer
 
 QUESTION = [{"role": "user", "content": "Name three colours of the rainbow."}]
 TINY = GenerationConfig(temperature=0.0, max_tokens=12, seed=1)

@@ -6,7 +6,6 @@ import sqlite3
 from datetime import UTC, datetime
 
 import pytest
-from fake_backend import tree
 from sqlmodel import SQLModel, create_engine
 
 from engine import editing
@@ -15,6 +14,7 @@ from engine.plan import ModelRef, Plan
 from engine.plan.diff import PlanDiff, diff_plans
 from storage.revisions import RevisionStore
 from storage.sessions import ArborSession, SessionRecord, SessionStore
+from tests.support.fake_backend import tree
 
 
 def _plan() -> Plan:

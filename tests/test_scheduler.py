@@ -5,12 +5,12 @@ from __future__ import annotations
 import threading
 
 import pytest
-from fake_backend import tree
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.run.budget import MIN_OUTPUT_TOKENS, RunCaps, TokenBudget
 from engine.run.scheduler import NodeStatus, Scheduler
+from tests.support.fake_backend import tree
 
 
 def _scheduler(plan) -> Scheduler:

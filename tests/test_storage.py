@@ -10,7 +10,6 @@ import textwrap
 
 import duckdb
 import pytest
-from conftest import SERVER_API_KEY
 
 from engine.errors import CycleError, SessionError, TraceStoreError
 from engine.plan import GenerationConfig, ModelRef, Node, Plan
@@ -20,6 +19,7 @@ from storage.sessions import SESSION_FORMAT, SESSION_FORMAT_VERSION, ArborSessio
 from storage.sessions_schema import MIGRATIONS as SESSION_MIGRATIONS
 from storage.sessions_schema import schema_version as session_schema_version
 from storage.traces import MIGRATIONS, TraceStore
+from tests.support.servers import SERVER_API_KEY
 
 SMALL_CAPS = RunCaps(total_tokens=3000, max_tokens_per_node=32, max_parallel=2)
 

@@ -25,7 +25,7 @@ from engine.run.events import BudgetUpdate, ModelCallFinished, NodeFinished
 from engine.run.executor import execute_plan
 from engine.run.node_calls import sample_seeds
 from engine.run.strategies import leader_probability, vote_settled
-from tests.fake_backend import MemoryCache
+from tests.support.fake_backend import MemoryCache
 
 URL = "http://scripted.invalid/v1"
 

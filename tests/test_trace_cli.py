@@ -15,7 +15,7 @@ import run
 from engine.run.budget import RunCaps
 from engine.run.executor import execute_plan
 from storage.workspace import Workspace
-from tests.fake_backend import fake_factory, fake_models, tree
+from tests.support.fake_backend import fake_factory, fake_models, tree
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -17,7 +17,7 @@ from engine.run.executor import execute_plan
 from storage.sql_console import QueryRefused, SavedQueries, check_read_only, run_read_only
 from storage.trace_queries import RunFilter, TraceQueries, output_diff, parse_prompt
 from storage.traces import TraceStore
-from tests.fake_backend import Behaviour, fake_factory, fake_models, tree
+from tests.support.fake_backend import Behaviour, fake_factory, fake_models, tree
 
 SPEC = {
     "id": "root",

@@ -28,7 +28,7 @@ from engine.plan.files import export_plan, import_plan
 from engine.redaction import redact, url_credentials
 from engine.run.executor import execute_plan
 from storage.traces import MIGRATIONS, TraceStore
-from tests.conftest import free_port
+from tests.support.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "s3cr3t-Value-42"
