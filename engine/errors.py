@@ -120,6 +120,20 @@ class QueryRefused(TraceStoreError):
     """The console does not run this statement; the message says why."""
 
 
+def validation_problems(exc: Exception) -> str | None:
+    """A pydantic ``ValidationError`` as one sentence ("field: problem; ..."), without input
+    values (they may be secrets) or pydantic's web links; None for any other exception."""
+    errors = getattr(exc, "errors", None)
+    if type(exc).__name__ != "ValidationError" or not callable(errors):
+        return None
+    problems = []
+    for error in errors(include_url=False):
+        where = ".".join(str(part) for part in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(f"{where}: {message}" if where else message)
+    return "; ".join(problems) + "."
+
+
 def user_message(exc: BaseException) -> str:
     """The one line a user sees for ``exc``: an Arbor error's own message; for anything else,
     its type and message (an unexpected error still names what happened, without a traceback).

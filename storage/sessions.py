@@ -70,6 +70,8 @@ class ArborSession(BaseModel):
             raise SessionError(
                 f"{source} is not valid JSON: {exc.msg} at line {exc.lineno}."
             ) from exc
+        except RecursionError:
+            raise SessionError(f"{source} is nested too deeply to be a session file.") from None
         if not isinstance(payload, dict) or payload.get("format") != SESSION_FORMAT:
             raise SessionError(
                 f"{source} is not an Arbor session file (no format {SESSION_FORMAT!r})."

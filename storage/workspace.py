@@ -95,6 +95,11 @@ class Workspace:
                 "press Run plan (or `run.py run` its plan); imported calls are never reused, so "
                 "every node calls its model again."
             )
+        if record.get("resumed_by"):
+            raise TraceStoreError(
+                f"Run {run_id!r} was already resumed as {record['resumed_by']!r}; resume that "
+                "run instead if it stopped too (`run.py runs` shows its status)."
+            )
         status = record["status"]
         if status == "completed":
             raise TraceStoreError(

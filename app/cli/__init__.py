@@ -12,13 +12,15 @@ handlers they call::
     common     parent parsers (caps, pool, --model), plan files, tables, typed choices
 
 Handlers import engine, storage and their libraries when they run, so ``run.py --help`` and
-``run.py runs`` load no model library. ``main`` turns the errors a user can cause into one
-``error: ...`` line on stderr and exit status 2.
+``run.py runs`` load no model library. ``main`` turns the errors a user can cause (Arbor's,
+bad values, files, over-deep input) into one ``error: ...`` line on stderr and exit status 2,
+and anything unexpected into one line and status 1 (``ARBOR_DEBUG=1`` shows the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from app.cli import models, plans, runs, sessions, tune, ui
@@ -37,13 +39,31 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     args = build_parser().parse_args(argv)
-    from engine.errors import ArborError, user_message
+    from engine.errors import ArborError, user_message, validation_problems
 
     try:
         return args.handler(args)
-    except (ArborError, ValueError) as exc:  # ValueError covers pydantic's ValidationError
+    except ArborError as exc:
         print(f"error: {user_message(exc)}", file=sys.stderr)
         return 2
+    except ValueError as exc:  # a value the user gave is out of range (pydantic's too)
+        print(f"error: {validation_problems(exc) or exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file or folder named on the command line
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}.", file=sys.stderr)
+        return 2
+    except RecursionError:
+        print("error: the input is nested too deeply to read.", file=sys.stderr)
+        return 2
+    except Exception as exc:  # never a traceback: one line, and how to see more
+        if os.environ.get("ARBOR_DEBUG"):
+            raise
+        print(
+            f"error: unexpected {user_message(exc)} (set ARBOR_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 __all__ = ["build_parser", "main"]

@@ -100,7 +100,47 @@ def caps_from(args: argparse.Namespace, caps):
         }.items()
         if value is not None
     }
-    return RunCaps.model_validate({**(caps or RunCaps()).model_dump(), **overrides})
+    from pydantic import ValidationError
+
+    try:
+        return RunCaps.model_validate({**(caps or RunCaps()).model_dump(), **overrides})
+    except ValidationError as exc:
+        raise ValueError(_in_flag_words(exc, _CAP_FLAGS)) from None
+
+
+#: RunCaps fields and the flags that set them, for messages in the command line's own words.
+_CAP_FLAGS = {
+    "total_tokens": "--total-tokens",
+    "max_tokens_per_node": "--max-tokens-per-node",
+    "max_parallel": "--max-parallel",
+    "total_cost_usd": "--cost-cap",
+    "wall_time_s": "--time-cap",
+}
+_BOUNDS = {"ge": "at least", "gt": "more than", "le": "at most", "lt": "less than"}
+
+
+def _in_flag_words(exc: Any, flags: dict[str, str]) -> str:
+    """A pydantic ValidationError as one sentence naming flags, without pydantic's web links."""
+    problems = []
+    for error in exc.errors(include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else ""
+        flag = flags.get(field, field)
+        bound = next(
+            (f"{words} {error['ctx'][key]}" for key, words in _BOUNDS.items()
+             if key in error.get("ctx", {})),
+            None,
+        )  # fmt: skip
+        what = f"must be {bound}" if bound else error["msg"].lower()
+        problems.append(f"{flag} {what} (got {error['input']!r})")
+    return "; ".join(problems) + "."
+
+
+def shown(text: str) -> str:
+    """``text`` safe to print on a terminal: control characters (newlines, escape sequences a
+    session name or an imported file may carry) appear escaped, not executed."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def read_plan(path: str):

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from app.cli.common import Subparsers, caps_from, caps_options, choice_option
+from app.cli.common import Subparsers, caps_from, caps_options, choice_option, shown
 
 
 def register(commands: Subparsers) -> None:
@@ -59,7 +59,7 @@ def _export_formats():
 def _load_run_target(path: Path, workspace):
     """The plan (and caps and session id, for a saved session's file) ``path`` holds."""
     from engine.errors import PlanError, SessionError
-    from engine.plan import Plan
+    from engine.plan.files import import_plan
     from storage.sessions import SESSION_FORMAT, ArborSession
 
     if not path.is_file():
@@ -75,7 +75,7 @@ def _load_run_target(path: Path, workspace):
         except SessionError:
             session_id = None
         return session.plan, session.caps, session_id
-    return Plan.from_json(text, source=str(path)), None, None
+    return import_plan(text, source=str(path)), None, None
 
 
 def run_file(args: argparse.Namespace) -> int:
@@ -149,7 +149,14 @@ def list_runs(args: argparse.Namespace) -> int:
         reused = f" ({run['nodes_reused']}r)" if run["nodes_reused"] else ""
         tokens = (run["input_tokens"] or 0) + (run["output_tokens"] or 0)
         started = run["started_at"].astimezone().strftime("%Y-%m-%d %H:%M:%S")
-        hint = f"  <- run.py resume {run['run_id']}" if run["status"] == "interrupted" else ""
+        if run["origin"]:
+            hint = f"  imported, read-only ({shown(run['origin'])})"
+        elif run["resumed_by"]:
+            hint = f"  -> resumed as {run['resumed_by']}"
+        elif run["status"] == "interrupted":
+            hint = f"  <- run.py resume {run['run_id']}"
+        else:
+            hint = ""
         print(
             f"{run['run_id']:30} {run['status']:11} {str(run['nodes_done']) + reused:>10} "
             f"{tokens:>8} {run['cost_usd'] or 0:>9.4f}  {started}{hint}"

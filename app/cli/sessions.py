@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from app.cli.common import Subparsers
+from app.cli.common import Subparsers, shown
 
 
 def register(commands: Subparsers) -> None:
@@ -60,7 +60,7 @@ def _print_sessions(sessions) -> None:
     for session in sessions:
         print(
             f"{session.id}  {session.updated_at:%Y-%m-%d %H:%M}  {len(session.run_ids):3} runs  "
-            f"{session.name}"
+            f"{shown(session.name)}"
         )
 
 

@@ -111,14 +111,18 @@ def import_plan(text: str, fmt: PlanFormat | None = None, source: str = "plan") 
     """
     if fmt not in (None, *FORMATS):
         raise PlanError(f"Unknown plan format {fmt!r}; use one of {', '.join(FORMATS)}.")
-    if fmt is None:
-        try:
-            json.loads(text)
-        except ValueError:
-            fmt = "yaml"
-        else:
-            fmt = "json"
-    return _refuse_url_credentials(_parse_plan(text, fmt, source), source)
+    try:  # json and yaml recurse once per nesting level
+        if fmt is None:
+            try:
+                json.loads(text)
+            except ValueError:
+                fmt = "yaml"
+            else:
+                fmt = "json"
+        plan = _parse_plan(text, fmt, source)
+    except RecursionError:
+        raise PlanError(f"{source} is nested too deeply to be a plan.") from None
+    return _refuse_url_credentials(plan, source)
 
 
 def _refuse_url_credentials(plan: Plan, source: str) -> Plan:

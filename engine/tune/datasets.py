@@ -97,6 +97,8 @@ def _read_jsonl(path: Path, text: str) -> list[Example]:
             continue
         try:
             row = json.loads(line)
+        except RecursionError:
+            raise DatasetError(f"{path}:{line_number}: nested too deeply.") from None
         except json.JSONDecodeError as exc:
             raise DatasetError(
                 f"{path}:{line_number}: malformed JSON ({exc.msg} at column {exc.colno})."

@@ -52,6 +52,19 @@ TRACE_MEMBERS = {table: f"traces/{table}.parquet" for table in TRACE_TABLES}
 #: Bytes read at a time when checksumming or extracting a member.
 COPY_CHUNK = 1 << 20
 
+# Bounds checked before anything is extracted (a 2 MB zip must not become 2 GB on disk). A real
+# bundle's members are Parquet (already compressed) and JSON: ratios of 2-20.
+#: Largest uncompressed size of one member, and of all members together.
+MAX_MEMBER_BYTES = 1 << 30
+MAX_TOTAL_BYTES = 2 << 30
+#: Largest compression ratio of a member bigger than ``RATIO_FLOOR_BYTES`` (small members
+#: may compress well without harm).
+MAX_COMPRESSION_RATIO = 100
+RATIO_FLOOR_BYTES = 1 << 20
+#: The manifest is read whole into memory; it lists members and checksums, a few KB.
+MAX_MANIFEST_BYTES = 1 << 20
+MAX_MEMBERS = 64
+
 
 def sha256(path: Path) -> str:
     """The file's sha256 as hex: a member's checksum in the manifest."""

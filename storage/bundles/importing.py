@@ -273,7 +273,7 @@ def _plan_file(path: Path) -> Plan | None:
         return import_plan(text, source=path.name)
     try:
         payload = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return None
     if not isinstance(payload, dict):
         return None

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import BundleError
+from storage.bundles import format as limits
 from storage.bundles.format import (
     BUNDLE_FORMAT,
     BUNDLE_VERSION,
@@ -57,7 +58,7 @@ def _read_json(path: Path) -> Contents:
     try:
         text = path.read_text(encoding="utf-8")
         payload = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise _not_a_session_file(source, "it is not a JSON session file either") from None
     if not isinstance(payload, dict):
         raise _not_a_session_file(source, "it is JSON, but not an object")
@@ -85,18 +86,64 @@ def _describe_zip(names: list[str]) -> str:
     return f"it holds {shown}" if names else "it is empty"
 
 
+def _check_sizes(archive: zipfile.ZipFile, source: str) -> None:
+    """Refuse a zip bomb before extracting anything: too many members, a member or the whole
+    too large once uncompressed, or a member that compresses suspiciously well."""
+    infos = [info for info in archive.infolist() if not info.is_dir()]
+    if len(infos) > limits.MAX_MEMBERS:
+        raise BundleError(
+            f"{source} is refused: it has {len(infos)} members; an Arbor session file has at "
+            f"most {limits.MAX_MEMBERS}."
+        )
+    total = 0
+    for info in infos:
+        total += info.file_size
+        if info.file_size > limits.MAX_MEMBER_BYTES:
+            raise BundleError(
+                f"{source} is refused: member {info.filename} would expand to "
+                f"{_mb(info.file_size)} (the limit is {_mb(limits.MAX_MEMBER_BYTES)})."
+            )
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size > limits.RATIO_FLOOR_BYTES and ratio > limits.MAX_COMPRESSION_RATIO:
+            raise BundleError(
+                f"{source} is refused: member {info.filename} expands {ratio:.0f} times "
+                f"({_mb(info.compress_size)} to {_mb(info.file_size)}); that is a zip bomb, not "
+                "an export."
+            )
+    if total > limits.MAX_TOTAL_BYTES:
+        raise BundleError(
+            f"{source} is refused: its members would expand to {_mb(total)} (the limit is "
+            f"{_mb(limits.MAX_TOTAL_BYTES)})."
+        )
+
+
+def _mb(size: int) -> str:
+    return f"{size / (1 << 20):,.1f} MB"
+
+
 def _extract(archive: zipfile.ZipFile, name: str, target: Path, source: str) -> str:
-    """Copy member ``name`` to ``target``; its sha256. A damaged member raises ``corrupt``."""
+    """Copy member ``name`` to ``target``; its sha256. A damaged member, or one that yields more
+    bytes than it declares, raises ``BundleError``."""
     digest = hashlib.sha256()
+    declared = archive.getinfo(name).file_size
+    written = 0
     try:
         with archive.open(name) as member, target.open("wb") as out:
             while chunk := member.read(COPY_CHUNK):
+                written += len(chunk)
+                if written > declared:
+                    raise BundleError(
+                        f"{source} is corrupt: member {name} is longer than the {declared} "
+                        "bytes it declares; extraction stopped."
+                    )
                 digest.update(chunk)
                 out.write(chunk)
-    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError) as exc:
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError) as exc:
         raise BundleError(
             f"{source} is corrupt: member {name} cannot be read ({exc}). Export it again."
         ) from None
+    except OSError as exc:
+        raise BundleError(f"{source}: member {name} cannot be extracted ({exc}).") from None
     return digest.hexdigest()
 
 
@@ -104,12 +151,17 @@ def _read_zip(path: Path, folder: Path) -> Contents:
     source = path.name
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError) as exc:
         raise _not_a_session_file(
             source, f"it starts like one, but is damaged or truncated ({exc})"
         ) from None
     with archive:
+        _check_sizes(archive, source)
         names = [name for name in archive.namelist() if not name.endswith("/")]
+        if MANIFEST_MEMBER in names and (
+            archive.getinfo(MANIFEST_MEMBER).file_size > limits.MAX_MANIFEST_BYTES
+        ):
+            raise BundleError(f"{source} is refused: its {MANIFEST_MEMBER} is too large.")
         if MANIFEST_MEMBER not in names:
             raise BundleError(
                 f"{source} is a zip archive but not an Arbor session file: it has no "
@@ -119,7 +171,7 @@ def _read_zip(path: Path, folder: Path) -> Contents:
         _extract(archive, MANIFEST_MEMBER, manifest_file, source)
         try:
             manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise BundleError(
                 f"{source} is corrupt: member {MANIFEST_MEMBER} is not JSON ({exc})."
             ) from None

@@ -262,7 +262,8 @@ class TraceStore:
         come from the ``run_totals`` view: a run still running has the sums over its nodes so
         far. ``nodes_done``
         counts nodes that finished with an output (``nodes_reused`` of them came from the
-        cache); ``nodes_recorded`` counts every node row, whatever its status.
+        cache); ``nodes_recorded`` counts every node row, whatever its status. ``origin`` says
+        where an imported run came from; ``resumed_by`` names the run that resumed this one.
         """
         if sync:
             self._sync_writers()
@@ -274,7 +275,8 @@ class TraceStore:
             cursor = con.execute(
                 "SELECT r.run_id, r.session_id, r.task, r.status, r.stop_reason,"
                 " t.input_tokens, t.output_tokens, t.cost_usd, r.started_at, r.finished_at,"
-                " r.answer, r.resumed_from, r.pid, coalesce(n.done, 0) AS nodes_done,"
+                " r.answer, r.resumed_from, r.pid, r.origin, coalesce(n.done, 0) AS nodes_done,"
+                " (SELECT min(x.run_id) FROM runs x WHERE x.resumed_from = r.run_id) AS resumed_by,"
                 " coalesce(n.reused, 0) AS nodes_reused, coalesce(n.total, 0) AS nodes_recorded"
                 " FROM runs r JOIN run_totals t ON t.run_id = r.run_id"
                 " LEFT JOIN (SELECT run_id, count(*) AS total,"
@@ -288,7 +290,12 @@ class TraceStore:
             return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
     def run(self, run_id: str) -> dict[str, Any] | None:
-        rows = self._rows("SELECT * FROM runs WHERE run_id = ?", [run_id])
+        """The run's row plus ``resumed_by``: the run that resumed it, if any."""
+        rows = self._rows(
+            "SELECT r.*, (SELECT min(x.run_id) FROM runs x WHERE x.resumed_from = r.run_id)"
+            " AS resumed_by FROM runs r WHERE r.run_id = ?",
+            [run_id],
+        )
         return rows[0] if rows else None
 
     def node_executions(self, run_id: str) -> list[dict[str, Any]]:
