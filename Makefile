@@ -24,7 +24,7 @@ lint:
 # All 12 example tasks through the real planner (the default suite decomposes 3 of them).
 test-examples:
 	bash scripts/install.sh --test
-	ARBOR_ALL_EXAMPLES=1 .venv/bin/python -m pytest tests/test_example_tasks.py
+	ARBOR_ALL_EXAMPLES=1 .venv/bin/python -m pytest tests/engine/planner/test_example_tasks.py
 
 # Every script in bench/ prints its own side-by-side ratios; one at a time (they share 2 cores).
 bench:

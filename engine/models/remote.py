@@ -261,7 +261,7 @@ def _track_connections(client: Any) -> bool:
 
     httpx has no public hook for the network backend of the pool its transport builds, so this
     reaches into ``HTTPTransport._pool``; if a future release moves it, calls still work and
-    cancel falls back to between-chunk checks (tests/test_remote_backend.py notices).
+    cancel falls back to between-chunk checks (tests/engine/models/test_remote_backend.py notices).
     """
     transports = [getattr(client, "_transport", None), *getattr(client, "_mounts", {}).values()]
     tracked = False

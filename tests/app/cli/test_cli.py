@@ -16,7 +16,7 @@ from storage.sessions import ArborSession
 from storage.workspace import Workspace
 from tests.support.cli import run_cli as _cli
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 RUN_ID = re.compile(r"^run id: (run-\S+)$", re.MULTILINE)
 
 

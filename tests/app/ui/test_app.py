@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from storage.workspace import Workspace
 
-MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
+MAIN = str(Path(__file__).resolve().parents[3] / "app" / "main.py")
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from storage.bundles import export_session
 from storage.sessions import ArborSession
 from storage.workspace import Workspace
 
-MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
+MAIN = str(Path(__file__).resolve().parents[3] / "app" / "main.py")
 T0 = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
 
 

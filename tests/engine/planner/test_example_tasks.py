@@ -29,7 +29,7 @@ from engine.planner.decompose import (
     decompose,
 )
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples" / "tasks.json"
+EXAMPLES = Path(__file__).resolve().parents[3] / "assets" / "examples" / "tasks.json"
 ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "decompose_examples.json"
 #: Two attempts of at most PLANNER_MAX_TOKENS each at >= 5 tokens/s, plus prompt reading: a
 #: generous wall-clock bound that only a hang or a runaway generation would pass.

@@ -26,7 +26,7 @@ from engine.run.scheduler import NodeStatus
 from storage.traces import TraceStore
 
 pytestmark = pytest.mark.model
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 CAPS = RunCaps(total_tokens=6000, max_tokens_per_node=24, max_parallel=4)
 
 

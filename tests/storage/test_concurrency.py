@@ -24,7 +24,7 @@ from storage.trace_queries import RunFilter, TraceQueries
 from storage.workspace import Workspace
 from tests.support.loopback import LoopbackServer
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MAIN = str(ROOT / "app" / "main.py")
 
 

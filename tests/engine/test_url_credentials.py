@@ -30,7 +30,7 @@ from engine.run.executor import execute_plan
 from storage.traces import MIGRATIONS, TraceStore
 from tests.support.servers import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = "s3cr3t-Value-42"
 
 secrets = st.text(

@@ -32,7 +32,7 @@ from storage.sql_console import SavedQueries
 from storage.workspace import Workspace
 from tests.support.fake_backend import Behaviour, fake_factory, fake_models, tree
 
-MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
+MAIN = str(Path(__file__).resolve().parents[3] / "app" / "main.py")
 PAGE = "ui/inspector_page.py"
 SPEC = {
     "id": "root",

@@ -32,7 +32,7 @@ from engine.models.registry import (
 from engine.plan import ModelRef
 from tests.support.servers import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 MAIN = str(ROOT / "app" / "main.py")
 #: Looks like a real key and is a legal variable name: the heuristic must catch it.
 KEYLIKE_NAME = "hf_AbCdEfGhIjKlMnOpQrStUv12"

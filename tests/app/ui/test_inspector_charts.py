@@ -1,7 +1,8 @@
 """The Inspector's chart builders, on tables shaped like ``storage.trace_queries`` returns.
 
 The frames are written by hand here because what is under test is how a table becomes a
-chart (lanes, ordering, running spans, encodings), not the queries (tests/test_trace_queries.py).
+chart (lanes, ordering, running spans, encodings), not the queries
+(tests/storage/test_trace_queries.py).
 """
 
 from __future__ import annotations

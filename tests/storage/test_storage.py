@@ -179,7 +179,7 @@ def test_traces_written_here_are_readable_from_another_process(workspace, tmp_pa
         "from storage.traces import TraceStore;"
         "print(TraceStore(sys.argv[1]).run(sys.argv[3])['status'])"
     )
-    root = str(__import__("pathlib").Path(__file__).resolve().parent.parent)
+    root = str(__import__("pathlib").Path(__file__).resolve().parents[2])
     out = subprocess.run(
         [sys.executable, "-c", script, str(workspace.traces.path), root, result.run_id],
         capture_output=True,

@@ -47,7 +47,7 @@ from engine.tune.search import (
     successive_halving,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 SHIPPED_TABLE = ROOT / "bench" / "data" / "outcome_table.json.gz"
 SMALL_NODES = ("a", "b", "c")
 SMALL_LABELS = ("cheap", "mid", "dear")

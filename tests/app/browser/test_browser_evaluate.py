@@ -17,7 +17,7 @@ from tests.support.browser import ARTIFACTS, _choose, _click, _settled
 
 pytestmark = [pytest.mark.browser, pytest.mark.model]
 
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "assets" / "screenshots"
+SCREENSHOTS = Path(__file__).resolve().parents[3] / "assets" / "screenshots"
 
 
 def test_evaluate_page_compares_two_strategies_and_marks_the_frontier(browser, ui_server):

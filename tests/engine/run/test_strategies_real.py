@@ -115,7 +115,7 @@ def test_a_completion_prompt_lets_the_base_model_answer(workspace):
     from engine.tune.evaluation import plan_for_input
 
     plan = Plan.from_json(
-        (Path(__file__).resolve().parent.parent / "assets" / "examples" / "eval_plans"
+        (Path(__file__).resolve().parents[3] / "assets" / "examples" / "eval_plans"
          / "capitals.json").read_text(encoding="utf-8")
     )  # fmt: skip
     asked = plan_for_input(plan, "What is the capital of Egypt? Answer with one word.")

@@ -24,7 +24,7 @@ from storage.bundles import export_session
 from storage.sessions import ArborSession
 from storage.workspace import Workspace
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 T0 = datetime(2026, 7, 8, 9, 10, 11, tzinfo=UTC)
 
 

@@ -17,7 +17,7 @@ from engine.run.executor import execute_plan
 from storage.workspace import Workspace
 from tests.support.fake_backend import fake_factory, fake_models, tree
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from engine.tune.evaluation import DatasetError, shipped_datasets
 from storage.evaluations import list_evaluations, load_summary
 from storage.workspace import Workspace
 
-MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
+MAIN = str(Path(__file__).resolve().parents[3] / "app" / "main.py")
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from storage.evaluations import list_evaluations, load_summary
 from storage.workspace import Workspace
 from tests.support.cli import run_cli as _cli
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 CAPITALS_PLAN = ROOT / "assets" / "examples" / "eval_plans" / "capitals.json"
 
 

@@ -26,7 +26,7 @@ from tests.support.servers import serve_ui
 
 pytestmark = [pytest.mark.browser, pytest.mark.model]
 
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "assets" / "screenshots"
+SCREENSHOTS = Path(__file__).resolve().parents[3] / "assets" / "screenshots"
 
 
 def _plan(instruction: str) -> Plan:

@@ -41,7 +41,7 @@ from storage.traces import (
 )
 from storage.traces import store as trace_store
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
