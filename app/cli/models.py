@@ -100,7 +100,7 @@ def remove_model(args: argparse.Namespace) -> int:
 
 
 def test_models(args: argparse.Namespace) -> int:
-    from engine.models.registry import check_entry
+    from engine.models.entry_checks import check_entry
 
     registry = _registry()
     entries = [registry.get(args.name)] if args.name else registry.entries()

@@ -5,6 +5,9 @@ budget on a dev set, then apply the best assignment to the workbench plan.
 The page reads state, hands work to ``app.services.jobs`` (background threads, set up and
 saved by ``app.services.tuning`` as the CLI's are) and renders what
 the engine returns; runs go through the call cache, so repeating an evaluation replays them.
+
+Over 500 lines: a Streamlit page is one script; its views are functions here and its work is in
+``app.services.tuning``.
 """
 
 from __future__ import annotations

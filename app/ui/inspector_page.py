@@ -8,6 +8,9 @@ The page is a shell over ``storage.trace_queries`` and ``storage.sql_console``: 
 and decides nothing. Only the chosen view's questions are asked (a segmented control instead
 of tabs, which would compute every tab on every rerun), so a store of hundreds of runs stays
 quick; the runs table is capped at ``RUN_LIMIT`` newest runs.
+
+Over 500 lines: a Streamlit page is one script; its views are functions here, its queries in
+``storage.trace_queries`` and its charts in ``inspector_charts``.
 """
 
 from __future__ import annotations

@@ -11,13 +11,12 @@ import streamlit as st
 
 from app.ui import state
 from engine.errors import ArborError
+from engine.models.entry_checks import EntryCheck, check_entry
 from engine.models.registry import (
     DEFAULT_REMOTE_CONCURRENCY,
     DEFAULT_TIMEOUT_S,
-    EntryCheck,
     ModelEntry,
     Registry,
-    check_entry,
 )
 
 NEW_ENDPOINT = "New endpoint"

@@ -31,6 +31,9 @@ the most likely token is the most likely valid one whenever it is valid. ``gramm
 keeps the old order (grammar first, as llama-cpp-python's ``create_chat_completion`` does).
 
 Callers must hold the model's lock: a ``llama_context`` is not thread-safe.
+
+Just over 500 lines: one decoding loop and the sampler it needs; splitting the sampler out would
+scatter the grammar and cancel handling.
 """
 
 from __future__ import annotations

@@ -14,6 +14,9 @@ trained on; beyond that the call fails and says the numbers.
 Generation runs on llama.cpp's low-level batch API (``engine.models.batch_decode``): tokens
 stream to ``on_token``, ``cancel`` is checked between tokens, and ``complete_samples`` decodes a
 node's N samples as one batch over a prompt decoded once.
+
+Over 500 lines: the memory-bounded model cache and the backend that takes models from it share
+one lock discipline and are read together.
 """
 
 from __future__ import annotations

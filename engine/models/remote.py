@@ -16,6 +16,9 @@ through ``_TrackedBackend``, which remembers which socket the calling thread is 
 watcher thread shuts that socket down when the call's ``cancel`` event is set. The blocked read
 returns at once, the server sees the connection close (the request is dropped, not abandoned),
 and the call raises ``CallCancelled`` with whatever text had arrived.
+
+One backend class on purpose (~800 lines): streaming, retries, cancel and the error explanations
+share one call's state and read best together.
 """
 
 from __future__ import annotations

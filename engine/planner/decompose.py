@@ -8,6 +8,9 @@ reason, never an exception.
 
 The pieces here (schema, parsing, the call-and-retry loop) are shared by ``expand`` (split one
 node), ``alternatives`` (sample several plans) and ``difficulty`` in this package.
+
+Over 500 lines: schema, parsing, repair and the call-and-retry loop are one pipeline that
+``expand``, ``alternatives`` and ``difficulty`` reuse piece by piece.
 """
 
 from __future__ import annotations

@@ -93,7 +93,8 @@ def test_cli_run_stopped_by_the_token_cap_exits_non_zero_with_the_reason(tmp_pat
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
-        ("hello, I am not a plan", "is not valid JSON"),
+        # run reads YAML plans too, so text is "not a plan" rather than "not valid JSON"
+        ("hello, I am not a plan", "is not a plan: expected a mapping"),
         ('{"format": "something-else"}', "is not a plan"),
         ('{"format": "arbor-plan", "version": 7, "task": "t"}', "plan format version 7"),
         ('{"format": "arbor-session", "version": 1, "plan": [1]}', "plan is not an object"),
@@ -117,7 +118,7 @@ def test_cli_refuses_a_missing_file_and_bad_caps(tmp_path):
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(_tiny_plan().to_json(), encoding="utf-8")
     caps = _cli(tmp_path / "data", "run", str(plan_file), "--total-tokens", "5", timeout=60)
-    assert caps.returncode != 0 and "total_tokens" in caps.stderr
+    assert caps.returncode != 0 and "--total-tokens must be at least" in caps.stderr
     assert "Traceback" not in caps.stderr
 
 

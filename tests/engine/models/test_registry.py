@@ -21,11 +21,11 @@ from streamlit.testing.v1 import AppTest
 
 from engine.errors import ModelUnavailable, RegistryError
 from engine.models import LocalBackend, RemoteBackend
+from engine.models.entry_checks import check_entry
 from engine.models.gguf import _read_cached, read_gguf_info
 from engine.models.registry import (
     BUNDLED_NAME,
     Registry,
-    check_entry,
     default_models_dir,
     make_entry,
 )
