@@ -7,9 +7,12 @@ Run it with ``python run.py`` (listens on 127.0.0.1 unless told otherwise), whic
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import streamlit as st
+
+from engine.errors import ArborError, user_message
 
 st.set_page_config(page_title="Arbor", page_icon="🌳", layout="wide")
 
@@ -23,4 +26,13 @@ pages = st.navigation(
         st.Page(UI_DIR / "models_page.py", title="Models", icon="🧠"),
     ]
 )
-pages.run()
+try:
+    pages.run()
+except Exception as exc:  # Streamlit's stop and rerun are BaseExceptions: they pass through
+    # Never a traceback on a page: one line saying what is wrong (a corrupt store, a file).
+    if os.environ.get("ARBOR_DEBUG"):
+        raise
+    if isinstance(exc, ArborError | OSError):
+        st.error(user_message(exc))
+    else:
+        st.error(f"Unexpected error: {user_message(exc)} (set ARBOR_DEBUG=1 for the traceback).")

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import builtins
 import json
+import sqlite3
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Field as SQLField
 from sqlmodel import Session as DBSession
 from sqlmodel import SQLModel, col, create_engine, select
@@ -126,7 +128,15 @@ class SessionStore:
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self.engine: Engine = create_engine(f"sqlite:///{self.path}")
-        migrate(self.engine)  # the tables, by numbered migrations (storage/sessions_schema.py)
+        try:  # the tables, by numbered migrations (storage/sessions_schema.py)
+            migrate(self.engine)
+        except (sqlite3.DatabaseError, DBAPIError) as exc:
+            # A corrupt or foreign file: say which, and leave it for the analyst to inspect.
+            self.engine.dispose()
+            raise SessionError(
+                f"The session store {self.path} cannot be read ({exc}). It was left as it is: "
+                "move it away (or restore a backup) and Arbor starts a new one."
+            ) from None
         self.revisions = RevisionStore(self.engine)
 
     def save(self, session: ArborSession, message: str = "") -> ArborSession:

@@ -21,6 +21,9 @@ from engine.plan.model_settings import GenerationConfig, ModelRef
 
 NODE_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 PLAN_FORMAT = "arbor-plan"
+#: A node's instruction is a prompt, not a document: longer ones are refused (or, for the
+#: one-node plan made from a long task, cut with a note).
+MAX_INSTRUCTION_CHARS = 20_000
 PLAN_FORMAT_VERSION = 1
 
 
@@ -29,7 +32,7 @@ class Node(BaseModel):
 
     id: str
     title: str = Field(min_length=1, max_length=200)
-    instruction: str = Field("", max_length=20_000)
+    instruction: str = Field("", max_length=MAX_INSTRUCTION_CHARS)
     children: list[Node] = Field(default_factory=list)
     depends_on: list[str] = Field(default_factory=list)
     model: ModelRef | None = Field(None, description="None inherits the plan's default model.")
@@ -212,10 +215,30 @@ class Plan(BaseModel):
 
 
 def single_node_plan(task: str, model: ModelRef | None = None) -> Plan:
-    """The fallback plan: one node that answers the whole task, ready to edit."""
+    """The fallback plan: one node that answers the whole task, ready to edit.
+
+    The plan keeps the whole task; the node's instruction is cut to ``MAX_INSTRUCTION_CHARS``
+    (``instruction_cut_note`` says so) so any task gives a valid plan.
+    """
     title = " ".join(task.split())[:80] or "Task"
+    instruction = task
+    if len(task) > MAX_INSTRUCTION_CHARS:
+        instruction = task[: MAX_INSTRUCTION_CHARS - len(_CUT_MARK)] + _CUT_MARK
     return Plan(
         task=task,
-        root=Node(id="root", title=title, instruction=task),
+        root=Node(id="root", title=title, instruction=instruction),
         default_model=model or ModelRef(),
     )
+
+
+_CUT_MARK = " [...]"
+
+
+def instruction_cut_note(task: str) -> list[str]:
+    """The note for a task too long to be one node's instruction (empty when it fits)."""
+    if len(task) <= MAX_INSTRUCTION_CHARS:
+        return []
+    return [
+        f"the task is {len(task):,} characters; the one-node plan's instruction holds the first "
+        f"{MAX_INSTRUCTION_CHARS - len(_CUT_MARK):,} (the plan keeps the full task)"
+    ]

@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar
 from engine.errors import ArborError
 from engine.models import Backend, ChatMessage, Completion, backend_for
 from engine.plan import GenerationConfig, ModelRef, Node, Plan, single_node_plan
+from engine.plan.core import instruction_cut_note
 from engine.prompts import as_user_turn, fill, load_json_asset, load_prompt
 
 MIN_SUBTASKS = 2
@@ -561,6 +562,7 @@ def _decompose(
         plan=single_node_plan(task, model),
         notes=[
             *notes,
+            *instruction_cut_note(task),
             f"The model could not produce a usable plan ({reason}). "
             "Here is a one-node plan to edit instead.",
         ],

@@ -10,13 +10,32 @@ from playwright.sync_api import expect
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 
+#: How long the page must stay idle before it counts as settled. A click's rerun request
+#: reaches the server a few milliseconds after the click; an idle check made in between would
+#: see the old page, and the next locator could find an element twice (old and new).
+SETTLE_MS = 400
+
+# Idle: Streamlit's own script state (the stApp element's data-test-script-state) says no script
+# is running or about to, the connection is up, no status widget, no element marked stale.
+# It must hold for SETTLE_MS in a row; any busy poll restarts the count.
+_IDLE_FOR = """(settleMs) => {
+    const app = document.querySelector('[data-testid="stApp"]');
+    const idle = app !== null
+        && app.getAttribute('data-test-script-state') === 'notRunning'
+        && app.getAttribute('data-test-connection-state') === 'CONNECTED'
+        && !document.querySelector('[data-testid="stStatusWidget"]')
+        && !document.querySelector('[data-stale="true"]');
+    const now = performance.now();
+    if (!idle) { window.__arborIdleSince = null; return false; }
+    if (window.__arborIdleSince == null) { window.__arborIdleSince = now; }
+    return now - window.__arborIdleSince >= settleMs;
+}"""
+
+
 def _settled(page) -> None:
-    """Wait until Streamlit has finished its rerun: no status widget, no stale elements."""
-    page.wait_for_function(
-        """() => !document.querySelector('[data-testid="stStatusWidget"]')
-              && !document.querySelector('[data-stale="true"]')""",
-        polling=200,
-    )
+    """Wait until Streamlit has finished every rerun and stayed idle for ``SETTLE_MS``."""
+    page.evaluate("() => { window.__arborIdleSince = null; }")
+    page.wait_for_function(_IDLE_FOR, arg=SETTLE_MS, polling=50)
 
 
 def _click(page, name: str) -> None:

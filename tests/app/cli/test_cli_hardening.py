@@ -131,3 +131,17 @@ def test_imported_runs_are_marked_read_only_in_the_list(tmp_path):
     line = next(ln for ln in listed.stdout.splitlines() if ln.startswith("run-imported"))
     assert "imported, read-only (imported from a.arbor)" in line
     assert "run.py resume" not in line
+
+
+def test_a_corrupt_session_store_is_one_line_and_left_as_it_is(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    store = data / "sessions.sqlite"
+    store.write_bytes(b"SQLite format 3\0" + bytes(range(256)) * 8)
+    before = store.read_bytes()
+    for command in (["sessions"], ["runs"], ["import-session", str(store)]):
+        result = run_cli(data, *command)
+        assert result.returncode == 2, (command, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "session store" in lines[0] and "cannot be read" in lines[0]
+    assert store.read_bytes() == before

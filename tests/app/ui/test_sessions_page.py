@@ -228,3 +228,27 @@ def test_import_of_a_corrupt_file_shows_the_error_and_changes_nothing(page, data
     assert any("corrupt: member session.json" in e.value for e in page.error)
     assert page.title[0].value == "Sessions"  # still here, nothing opened
     assert counts(workspace) == before
+
+
+@pytest.mark.parametrize(
+    "page",
+    ["ui/workbench.py", "ui/inspector_page.py", "ui/sessions_page.py", "ui/evaluate_page.py"],
+)
+def test_a_corrupt_session_store_is_one_line_on_every_page_and_left_alone(
+    tmp_path, monkeypatch, page
+):
+    data = tmp_path / "data"
+    data.mkdir()
+    store = data / "sessions.sqlite"
+    store.write_bytes(b"SQLite format 3\0" + bytes(range(256)) * 8)
+    before = store.read_bytes()
+    monkeypatch.setenv("ARBOR_DATA_DIR", str(data))
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    at.run()
+    if page != "ui/workbench.py":
+        at.switch_page(page)
+        at.run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert any("session store" in e and "cannot be read" in e for e in errors), errors
+    assert store.read_bytes() == before

@@ -205,6 +205,16 @@ def test_decompose_cuts_a_very_long_task_in_the_prompt_but_keeps_it_in_the_plan(
     assert any(f"planner saw the first {MAX_TASK_CHARS_IN_PROMPT}" in n for n in result.notes)
 
 
+def test_a_task_over_20000_characters_falls_back_to_a_cut_one_node_plan_with_a_note():
+    task = "Summarise this report. " + "y" * 25_000
+    planner = ScriptedPlanner("no", "still no")
+    result = decompose(task, backend=planner)  # raised a raw ValidationError before
+    assert result.fallback and result.plan.task == task
+    assert len(result.plan.root.instruction) == 20_000
+    assert result.plan.root.instruction.endswith(" [...]")
+    assert any("the one-node plan's instruction holds the first 19,994" in n for n in result.notes)
+
+
 @pytest.mark.parametrize("task", ["", "   \n\t "])
 def test_empty_task_raises_value_error_before_any_model_call(task):
     planner = ScriptedPlanner()
