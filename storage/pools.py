@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import site
 import socket
 import sys
 import threading
@@ -59,7 +60,9 @@ POLL_INTERVAL_S = 0.2
 CANCEL_WAIT_S = 15.0
 #: The port a ``ray://`` (Ray Client) address without one uses.
 RAY_CLIENT_PORT = 10001
-REPO_ROOT = Path(__file__).resolve().parent.parent
+#: The folder Arbor's packages are imported from: a checkout, or site-packages after a normal
+#: ``pip install .``; Ray workers started elsewhere need it on their path.
+IMPORT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _check_workers(workers: int) -> int:
@@ -378,8 +381,11 @@ class RayPool:
 
 
 def _worker_pythonpath() -> str:
-    """This checkout first, then this process's own ``PYTHONPATH`` (if any)."""
-    return os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    """Where Arbor is imported from (unless that is a site-packages folder, which must not go
+    ahead of the standard library), then this process's own ``PYTHONPATH`` (if any)."""
+    site_dirs = {str(Path(folder).resolve()) for folder in site.getsitepackages()}
+    roots = [] if str(IMPORT_ROOT) in site_dirs else [str(IMPORT_ROOT)]
+    return os.pathsep.join([*roots, *filter(None, [os.environ.get("PYTHONPATH")])])
 
 
 # -- choosing ----------------------------------------------------------------------------------
