@@ -20,8 +20,10 @@ The UI shows ``user_message(error)``; the command line prints it and exits non-z
     ├── RegistryError              the model registry refused a change or is corrupt
     ├── SessionError               a session cannot be loaded or saved
     │   └── BundleError            an .arbor file cannot be exported or imported
+    │       └── BundleWriteError   ... because the file cannot be written (also an OSError)
     └── TraceStoreError            the trace store cannot be opened, read or written
-        └── QueryRefused           the SQL console does not run this statement
+        ├── QueryRefused           the SQL console does not run this statement
+        └── ExportWriteError       a run's export file cannot be written (also an OSError)
 """
 
 from __future__ import annotations
@@ -112,12 +114,22 @@ class BundleError(SessionError):
     """A session file cannot be exported or imported; the message says what is wrong."""
 
 
+class BundleWriteError(BundleError, OSError):
+    """The bundle could not be written (a full disk, a quota): one line naming the file. Still
+    an ``OSError``, as callers caught before."""
+
+
 class TraceStoreError(ArborError):
     """The trace store could not be opened or written."""
 
 
 class QueryRefused(TraceStoreError):
     """The console does not run this statement; the message says why."""
+
+
+class ExportWriteError(TraceStoreError, OSError):
+    """A run's export file could not be written (a full disk, a quota): one line naming the
+    file. Still an ``OSError``, as callers caught before."""
 
 
 def validation_problems(exc: Exception) -> str | None:

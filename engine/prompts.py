@@ -58,7 +58,12 @@ def _sections(pairs: list[tuple[str, str]]) -> str:
 
 
 def node_messages(
-    plan: Plan, node: Node, outputs: dict[str, str], nodes: dict[str, Node] | None = None
+    plan: Plan,
+    node: Node,
+    outputs: dict[str, str],
+    nodes: dict[str, Node] | None = None,
+    *,
+    deadline: float | None = None,
 ) -> list[ChatMessage]:
     """The messages a node is run with: its instruction plus what it depends on.
 
@@ -67,19 +72,20 @@ def node_messages(
     rendered instruction alone. ``outputs`` maps node id to the output of every finished node. The
     instruction is rendered as a template first (dependency outputs clipped as in the context);
     a broken template raises ``TemplateProblem``. ``nodes`` (``plan.nodes()``) may be passed by
-    a caller that renders many nodes, to avoid rebuilding it for each.
+    a caller that renders many nodes, to avoid rebuilding it for each. ``deadline`` (a run's
+    time-cap deadline, ``time.monotonic()`` seconds) bounds the rendering besides its own limit.
     """
     nodes = nodes if nodes is not None else plan.nodes()
     if plan.generation_for(node).prompt_format == "completion":
         # A base model continues text: it gets the instruction alone, no chat framing; a
         # dependency's output reaches it only through ``{{ deps.ID }}`` in the instruction.
         clipped = {dep: _clip(outputs[dep]) for dep in node.depends_on if dep in outputs}
-        text = render_instruction(plan, node, clipped)
+        text = render_instruction(plan, node, clipped, deadline=deadline)
         return [{"role": "user", "content": text.strip() or node.title}]
     deps = [(nodes[dep].title, outputs.get(dep, "")) for dep in node.depends_on]
     context = f"\nResults of earlier steps:\n{_sections(deps)}\n" if deps else ""
     clipped = {dep: _clip(outputs[dep]) for dep in node.depends_on if dep in outputs}
-    instruction = render_instruction(plan, node, clipped)
+    instruction = render_instruction(plan, node, clipped, deadline=deadline)
     values = {
         "task": plan.task.strip(),
         "title": node.title,

@@ -22,6 +22,7 @@ from sqlmodel import SQLModel, col, create_engine, select
 
 from engine.errors import ArborError, SessionError
 from engine.plan import Plan
+from engine.plan.templates import check_templates
 from engine.run.budget import RunCaps
 from storage.revisions import RevisionStore
 from storage.sessions_schema import migrate
@@ -102,6 +103,7 @@ class ArborSession(BaseModel):
                     {"format": "arbor-plan", "version": 1, **plan_payload},
                     source=f"{source} (plan)",
                 )
+                check_templates(session.plan, f"{source} (plan)")
             except ArborError as exc:
                 raise SessionError(str(exc)) from exc
         return session

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import duckdb
 
-from engine.errors import TraceStoreError
+from engine.errors import ExportWriteError, TraceStoreError
 from storage.traces import TraceStore
 
 ExportFormat = Literal["otlp", "parquet", "csv"]
@@ -372,8 +372,12 @@ def _replacing(target: Path) -> Iterator[Path]:
     try:
         yield temporary
         os.replace(temporary, target)
-    except BaseException:
+    except BaseException as exc:
         temporary.unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # a full disk, a quota: say so, as one line
+            raise ExportWriteError(
+                f"Cannot write {target}: {exc.strerror or exc}. Nothing was written."
+            ) from exc
         raise
 
 

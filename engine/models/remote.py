@@ -755,6 +755,15 @@ class RemoteBackend(Backend):
                 "when another request arrives: start it with --interrupt_requests False, or "
                 "set this endpoint's max concurrent requests to 1."
             )
+        if isinstance(exc, openai.APIConnectionError) and isinstance(
+            exc.__cause__, httpx.ReadError | httpx.WriteError | httpx.RemoteProtocolError
+        ):
+            # Connected, then dropped before an answer: not an unreachable server.
+            return ModelUnavailable(
+                f"{self.shown_url} closed the connection before answering ({tries}): "
+                f"{self._redact(str(exc.__cause__))}. Is the server crashing or overloaded, or "
+                "a proxy in between cutting requests?"
+            )
         if isinstance(exc, openai.APIConnectionError):
             return ModelUnavailable(
                 f"Cannot reach {self.shown_url} ({tries}): {self._redact(str(exc))}. "

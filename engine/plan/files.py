@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from engine.errors import PlanError
 from engine.plan.core import Plan
+from engine.plan.templates import check_templates
 from engine.redaction import credentials_refusal
 
 PlanFormat = Literal["json", "yaml"]
@@ -107,7 +108,8 @@ def import_plan(text: str, fmt: PlanFormat | None = None, source: str = "plan") 
     """Read a plan from JSON or YAML text (``fmt=None``: JSON if it parses as JSON, else YAML).
 
     Malformed text, a payload that is not a plan, a dangling dependency or a cycle raises
-    ``PlanError`` (``CycleError`` for cycles) naming ``source``.
+    ``PlanError`` (``CycleError`` for cycles) naming ``source``; an instruction template with a
+    problem (one that hangs or builds a huge string included) raises ``TemplateProblem``.
     """
     if fmt not in (None, *FORMATS):
         raise PlanError(f"Unknown plan format {fmt!r}; use one of {', '.join(FORMATS)}.")
@@ -122,7 +124,9 @@ def import_plan(text: str, fmt: PlanFormat | None = None, source: str = "plan") 
         plan = _parse_plan(text, fmt, source)
     except RecursionError:
         raise PlanError(f"{source} is nested too deeply to be a plan.") from None
-    return _refuse_url_credentials(plan, source)
+    plan = _refuse_url_credentials(plan, source)
+    check_templates(plan, source)
+    return plan
 
 
 def _refuse_url_credentials(plan: Plan, source: str) -> Plan:

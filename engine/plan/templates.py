@@ -23,19 +23,33 @@ An ancestor runs after this node, so its ``.instruction`` is rendered with place
 
 ``check_instruction`` finds problems while editing, ``preview_instruction`` shows the text with
 placeholders, and ``render_instruction`` renders it with real outputs for a run. Every failure is
-a ``TemplateProblem`` naming the node.
+a ``TemplateProblem`` naming the node. ``check_templates`` checks a whole plan read from outside.
+
+Rendering is bounded: it may take at most ``TEMPLATE_TIME_LIMIT_S`` seconds (or less, until the
+run's time-cap deadline), no string, list or number it builds may exceed
+``MAX_TEMPLATE_VALUE_CHARS`` characters or items, and its output at most ``MAX_RENDERED_CHARS``.
+Time is watched by a trace function on the template's own frames (and every call made while it
+renders), sizes by the sandbox's hooks on operators, calls, filters and joins.
 """
 
 from __future__ import annotations
 
+import functools
 import operator
-from collections.abc import Iterator, Mapping
-from types import TracebackType
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from types import FrameType, TracebackType
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta, nodes
+from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.exceptions import SecurityError, UndefinedError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.filters import make_attrgetter
+from jinja2.sandbox import SandboxedEnvironment, SandboxedFormatter
 
 from engine.errors import TemplateProblem
 from engine.plan.core import Node, Plan
@@ -44,21 +58,226 @@ from engine.plan.core import Node, Plan
 VARIABLES = ("task", "node", "parent", "ancestors", "deps")
 #: A rendered instruction longer than this is refused (a loop gone wrong, not a prompt).
 MAX_RENDERED_CHARS = 100_000
+#: Rendering one instruction may take this long; a run's time cap may leave it less.
+TEMPLATE_TIME_LIMIT_S = 2.0
+#: No string (characters) or list, tuple, dict or set (items) a template builds may be longer.
+MAX_TEMPLATE_VALUE_CHARS = 1_000_000
+_MAX_INT_BITS = 1_000_000  # largest integer (in bits) ``*`` and ``**`` may build
 _MAX_POWER = 10_000  # largest exponent ``**`` accepts
 _TEMPLATE_MARKERS = ("{{", "{%", "{#")
 _MAPPING_METHODS = frozenset({"get", "items", "keys", "values"})
+_TEMPLATE_FILENAME = "<template>"  # the filename Jinja compiles ``from_string`` templates under
+_SIZED = (str, list, tuple, dict, set, frozenset)
+_WIDTH_METHODS = frozenset({"center", "ljust", "rjust", "zfill"})
+_PRINTF_SPEC = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?[a-zA-Z%]")
+
+
+# -- limits ------------------------------------------------------------------------------------
+class _TemplateLimit(Exception):
+    """A bound on rendering was hit; the message says which (``_render`` adds the node)."""
+
+
+class _Limits:
+    """The bounds of the render under way in this thread."""
+
+    def __init__(self, deadline: float, limit_s: float, by_run: bool):
+        self.deadline = deadline
+        self.limit_s = limit_s
+        self.by_run = by_run
+        self.expired = False
+
+    def too_slow(self) -> _TemplateLimit:
+        self.expired = True
+        why = " (the time left under the run's time cap)" if self.by_run else ""
+        return _TemplateLimit(
+            f"took longer than {self.limit_s:.3g} s to render{why}; check its loops."
+        )
+
+    def check_time(self) -> None:
+        if self.expired or time.monotonic() > self.deadline:
+            raise self.too_slow()
+
+
+_STATE = threading.local()
+
+
+def _current() -> _Limits | None:
+    limits: _Limits | None = getattr(_STATE, "limits", None)
+    return limits
+
+
+def _check_time() -> None:
+    limits = _current()
+    if limits is not None:
+        limits.check_time()
+
+
+def _too_big(what: str) -> _TemplateLimit:
+    units = {"a string": "characters", "a number": "bits", "a collection": "items"}
+    unit = units.get(what, "characters or items")
+    return _TemplateLimit(
+        f"builds {what} over {MAX_TEMPLATE_VALUE_CHARS:,} {unit}; check its loops and the "
+        "sizes it asks for."
+    )
+
+
+def _check_count(count: object, what: str = "a string") -> None:
+    if isinstance(count, int) and count > MAX_TEMPLATE_VALUE_CHARS:
+        raise _too_big(what)
+
+
+def _size_of(value: object) -> int:
+    return len(value) if isinstance(value, str) else len(str(value))
+
+
+def _check_value(value: object) -> object:
+    """``value``, if it is not a string or collection over the bound."""
+    if isinstance(value, _SIZED) and len(value) > MAX_TEMPLATE_VALUE_CHARS:
+        raise _too_big("a string" if isinstance(value, str) else "a collection")
+    if isinstance(value, int) and value.bit_length() > _MAX_INT_BITS:
+        raise _too_big("a number")
+    return value
+
+
+def _check_join(items: list[Any], sep: object) -> None:
+    total = _size_of(sep) * max(len(items) - 1, 0)
+    for item in items:
+        total += _size_of(item)
+        if total > MAX_TEMPLATE_VALUE_CHARS:
+            raise _too_big("a string")
+    _check_count(total)
+
+
+def _check_replace(text: object, old: object, new: object, count: object = None) -> None:
+    if not (isinstance(text, str) and isinstance(old, str) and isinstance(new, str)):
+        return
+    found = len(text) + 1 if old == "" else text.count(old)
+    if isinstance(count, int) and count >= 0:
+        found = min(found, count)
+    _check_count(len(text) + found * max(len(new) - len(old), 0))
+
+
+def _check_printf(spec: object, args: object) -> None:
+    """``spec % args`` with a width or precision over the bound is refused before it runs."""
+    if not isinstance(spec, str):
+        return
+    values = list(args) if isinstance(args, tuple) else [args]
+    for match in _PRINTF_SPEC.finditer(spec):
+        for number in match.groups():
+            if number == "*":
+                if any(isinstance(v, int) and abs(v) > MAX_TEMPLATE_VALUE_CHARS for v in values):
+                    raise _too_big("a string")
+            elif number is not None:
+                _check_count(int(number))
+
+
+def _check_format_spec(spec: str) -> None:
+    for number in re.findall(r"\d+", spec):
+        _check_count(int(number))
+
+
+def _check_sum(items: list[Any], start: object) -> None:
+    sizes = [len(v) for v in [start, *items] if isinstance(v, _SIZED)]
+    _check_count(sum(sizes), "a collection")
+
+
+def _check_method(obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    """Refuse a call of a str method that would build a string over the bound; the arguments
+    to call it with (a generator given to ``join`` is read into a list first)."""
+    owner = getattr(obj, "__self__", None)
+    name = getattr(obj, "__name__", "")
+    if not isinstance(owner, str):
+        return args
+    if name in _WIDTH_METHODS:
+        _check_count(args[0] if args else kwargs.get("width"))
+    elif name == "expandtabs":
+        size = args[0] if args else kwargs.get("tabsize", 8)
+        if isinstance(size, int):
+            _check_count(len(owner) + owner.count("\t") * size)
+    elif name == "replace":
+        _check_replace(owner, *args[:3])
+    elif name == "join" and args:
+        items = list(args[0])
+        _check_join(items, owner)
+        args = (items, *args[1:])
+    elif name == "translate" and args and isinstance(args[0], Mapping):
+        longest = max((_size_of(v) for v in args[0].values() if v is not None), default=1)
+        _check_count(len(owner) * longest)
+    return args
+
+
+class _BoundedFormatter(SandboxedFormatter):
+    """``str.format`` in the sandbox, refusing widths and precisions over the bound."""
+
+    def format_field(self, value: Any, format_spec: str) -> Any:
+        _check_format_spec(format_spec)
+        return _check_value(super().format_field(value, format_spec))
+
+
+class _CodeGenerator(CodeGenerator):
+    """Jinja's code generator, with ``a ~ b`` checked for size before it is joined."""
+
+    @optimizeconst
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        if frame.eval_ctx.volatile:
+            func_name = "(markup_join if context.eval_ctx.volatile else str_join)"
+        elif frame.eval_ctx.autoescape:
+            func_name = "markup_join"
+        else:
+            func_name = "str_join"
+        self.write(f"{func_name}(environment.checked_parts((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write(")))")
+
+
+def _bounded_concat(parts: Any) -> str:
+    """``environment.concat`` (block ``set``, macros, ``filter`` blocks), bounded."""
+    items = list(parts)
+    _check_join(items, "")
+    return "".join(items)
 
 
 class _Sandbox(SandboxedEnvironment):
-    """The sandbox, with ``*`` and ``**`` bounded so one expression cannot eat the memory."""
+    """The sandbox, with operators, calls and joins bounded so a template cannot eat the memory,
+    and the time checked at each call."""
 
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+    code_generator_class = _CodeGenerator
+    concat = staticmethod(_bounded_concat)  # type: ignore[assignment]
+
+    @staticmethod
+    def checked_parts(parts: tuple[Any, ...]) -> tuple[Any, ...]:
+        _check_time()
+        _check_join(list(parts), "")
+        return parts
 
     def call_binop(self, context: Any, operator_: str, left: Any, right: Any) -> Any:
+        _check_time()
         if operator_ == "**":
             if isinstance(right, int | float) and abs(right) > _MAX_POWER:
                 raise SecurityError(f"exponent {right} is larger than {_MAX_POWER}")
+            if (
+                isinstance(left, int)
+                and isinstance(right, int)
+                and left.bit_length() * right > _MAX_INT_BITS
+            ):
+                raise _too_big("a number")
             return operator.pow(left, right)
+        if operator_ == "+":
+            if isinstance(left, _SIZED) and isinstance(right, _SIZED):
+                _check_count(len(left) + len(right), "a string or collection")
+            return _check_value(operator.add(left, right))
+        if operator_ == "%":
+            _check_printf(left, right)
+            return _check_value(operator.mod(left, right))
+        if (
+            isinstance(left, int)
+            and isinstance(right, int)
+            and left.bit_length() + right.bit_length() > _MAX_INT_BITS
+        ):
+            raise _too_big("a number")
         for seq, count in ((left, right), (right, left)):
             if (
                 isinstance(seq, str | list | tuple)
@@ -71,9 +290,88 @@ class _Sandbox(SandboxedEnvironment):
                 )
         return operator.mul(left, right)
 
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        _check_time()
+        args = _check_method(__obj, args, kwargs)
+        result = SandboxedEnvironment.call(__self, __context, __obj, *args, **kwargs)
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, list | dict | set):  # ``l.extend(l)`` grows the list in place
+            _check_value(owner)
+        return _check_value(result)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        owner: str = value.__self__
+        formatter = _BoundedFormatter(self)
+        is_format_map = value.__name__ == "format_map"
+
+        def bounded(*args: Any, **kwargs: Any) -> str:
+            if is_format_map:
+                if kwargs or len(args) != 1:
+                    return wrapped(*args, **kwargs)  # let Jinja raise its own TypeError
+                kwargs, args = args[0], ()
+            return str(_check_value(formatter.vformat(owner, args, kwargs)))
+
+        return functools.update_wrapper(bounded, value)
+
+
+def _attributes(environment: Any, items: list[Any], attribute: Any) -> list[Any]:
+    """What ``join`` or ``sum`` with ``attribute`` adds up: each item's attribute."""
+    if attribute is None:
+        return items
+    return list(map(make_attrgetter(environment, attribute), items))
+
+
+def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    """A filter whose arguments are checked before it runs and whose result after."""
+    passes = getattr(func, "jinja_pass_arg", None)
+
+    @functools.wraps(func)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        _check_time()
+        lead = 1 if passes is not None else 0  # the environment or context Jinja passes first
+        head, value, rest = args[:lead], args[lead] if len(args) > lead else None, args[lead + 1 :]
+        if name in ("center", "indent", "wordwrap", "truncate", "batch", "slice"):
+            what = "a collection" if name in ("batch", "slice") else "a string"
+            for arg in (*rest, *kwargs.values()):
+                _check_count(arg, what)
+        if name == "indent" and isinstance(value, str):
+            width = rest[0] if rest else kwargs.get("width", 4)
+            unit = len(width) if isinstance(width, str) else width
+            if isinstance(unit, int):
+                _check_count(len(value) + (value.count("\n") + 1) * unit)
+        elif name == "wordwrap" and isinstance(value, str):
+            width = rest[0] if rest else kwargs.get("width", 79)
+            wrap = rest[2] if len(rest) > 2 else kwargs.get("wrapstring")
+            if isinstance(width, int) and isinstance(wrap, str):
+                lines = len(value) // max(width, 1) + value.count("\n") + 1
+                _check_count(len(value) + lines * len(wrap))
+        elif name == "format":
+            _check_printf(value, tuple(rest) or tuple(kwargs.values()))
+        elif name == "replace":
+            _check_replace(value, *rest, **kwargs)
+        elif name == "join" and value is not None:  # join(eval_ctx, value, d, attribute)
+            items = list(value)
+            attribute = rest[1] if len(rest) > 1 else kwargs.get("attribute")
+            seen = _attributes(head[0].environment, items, attribute)
+            _check_join(seen, rest[0] if rest else kwargs.get("d", ""))
+            args = (*head, items, *rest)
+        elif name == "sum" and value is not None:  # sum(environment, value, attribute, start)
+            items = list(value)
+            attribute = rest[0] if rest else kwargs.get("attribute")
+            seen = _attributes(head[0], items, attribute)
+            _check_sum(seen, rest[1] if len(rest) > 1 else kwargs.get("start", 0))
+            args = (*head, items, *rest)
+        return _check_value(func(*args, **kwargs))
+
+    return bounded
+
 
 _ENV = _Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
 _ENV.globals.pop("lipsum", None)  # lipsum(n=10**7) would build a huge string in one call
+_ENV.filters = {name: _bounded_filter(name, func) for name, func in _ENV.filters.items()}
 _ALLOWED_NAMES = frozenset(VARIABLES) | frozenset(_ENV.globals)
 
 
@@ -208,7 +506,53 @@ def _syntax_problem(node_id: str, exc: TemplateSyntaxError) -> TemplateProblem:
     )
 
 
-def _render(plan: Plan, node: Node, source: str, outputs: dict[str, str]) -> str:
+@contextmanager
+def _bounded(deadline: float | None) -> Iterator[_Limits]:
+    """Limits for one render in this thread: its time limit, or ``deadline`` (monotonic) if
+    that comes first, and a render inside it (an ancestor's instruction) within the outer one's.
+
+    A trace function checks the time at every call made while rendering and at every line of
+    the template's own code, so a loop with no output cannot run on; the thread's previous
+    trace function (a debugger, coverage) is put back afterwards.
+    """
+    outer = _current()
+    start = time.monotonic()
+    limit = start + TEMPLATE_TIME_LIMIT_S
+    by_run = deadline is not None and deadline < limit
+    if by_run:
+        assert deadline is not None
+        limit = deadline
+    if outer is not None and outer.deadline < limit:
+        limit, by_run = outer.deadline, outer.by_run
+    limits = _Limits(limit, max(limit - start, 0.0), by_run)
+
+    def on_line(frame: FrameType, event: str, arg: Any) -> Any:
+        if event == "line" and time.monotonic() > limits.deadline:
+            raise limits.too_slow()
+        return on_line
+
+    def on_call(frame: FrameType, event: str, arg: Any) -> Any:
+        if time.monotonic() > limits.deadline:
+            raise limits.too_slow()
+        return on_line if frame.f_code.co_filename == _TEMPLATE_FILENAME else None
+
+    previous = sys.gettrace()
+    _STATE.limits = limits
+    sys.settrace(on_call)
+    try:
+        yield limits
+    finally:
+        sys.settrace(previous)
+        _STATE.limits = outer
+
+
+def _render(
+    plan: Plan,
+    node: Node,
+    source: str,
+    outputs: dict[str, str],
+    deadline: float | None = None,
+) -> str:
     if not is_template(source):
         return source
     try:
@@ -218,17 +562,26 @@ def _render(plan: Plan, node: Node, source: str, outputs: dict[str, str]) -> str
     parts: list[str] = []
     size = 0
     try:
-        for part in template.generate(_context(plan, node, outputs)):
-            size += len(part)
-            if size > MAX_RENDERED_CHARS:
-                raise TemplateProblem(
-                    f"Instruction of node {node.id!r} renders to more than "
-                    f"{MAX_RENDERED_CHARS} characters; check its loops.",
-                    node_id=node.id,
-                )
-            parts.append(part)
+        with _bounded(deadline) as limits:
+            for part in template.generate(_context(plan, node, outputs)):
+                limits.check_time()
+                size += len(part)
+                if size > MAX_RENDERED_CHARS:
+                    raise TemplateProblem(
+                        f"Instruction of node {node.id!r} renders to more than "
+                        f"{MAX_RENDERED_CHARS} characters; check its loops.",
+                        node_id=node.id,
+                    ) from _TemplateLimit("output too long")
+                parts.append(part)
     except TemplateProblem:
         raise
+    except _TemplateLimit as exc:
+        raise TemplateProblem(f"Instruction of node {node.id!r} {exc}", node_id=node.id) from exc
+    except RecursionError as exc:
+        raise TemplateProblem(
+            f"Instruction of node {node.id!r} could not be rendered: it recurses too deeply.",
+            node_id=node.id,
+        ) from exc
     except Exception as exc:
         line = _template_line(exc.__traceback__)
         where = f" at line {line}" if line else ""
@@ -251,12 +604,16 @@ def _render(plan: Plan, node: Node, source: str, outputs: dict[str, str]) -> str
     return "".join(parts)
 
 
-def render_instruction(plan: Plan, node: Node, outputs: dict[str, str]) -> str:
+def render_instruction(
+    plan: Plan, node: Node, outputs: dict[str, str], *, deadline: float | None = None
+) -> str:
     """``node``'s instruction rendered with real outputs (``outputs``: node id -> output).
 
-    Plain text comes back unchanged. Raises ``TemplateProblem`` on any template error.
+    Plain text comes back unchanged. Raises ``TemplateProblem`` on any template error, and when
+    rendering runs past ``TEMPLATE_TIME_LIMIT_S`` or ``deadline`` (``time.monotonic()``
+    seconds: a run's time-cap deadline), whichever comes first.
     """
-    return _render(plan, node, node.instruction, outputs)
+    return _render(plan, node, node.instruction, outputs, deadline)
 
 
 def draft_node(
@@ -365,11 +722,50 @@ def check_instruction(
     return []
 
 
+def _over_a_bound(problem: BaseException) -> bool:
+    """Whether ``problem`` (or the render of an ancestor's instruction it used) hit a bound on
+    time or size, rather than being an ordinary mistake such as a syntax error."""
+    seen: BaseException | None = problem
+    while seen is not None:
+        if isinstance(seen, _TemplateLimit):
+            return True
+        seen = seen.__cause__
+    return False
+
+
+def check_templates(plan: Plan, source: str | None = None) -> list[str]:
+    """Refuse a plan read from outside (a plan file, a session, an ``.arbor`` file) with an
+    instruction template that would hang or build a huge string, before anything runs.
+
+    Each templated node gets a trial render with placeholder outputs, bounded as at run time
+    (``TEMPLATE_TIME_LIMIT_S``, ``MAX_TEMPLATE_VALUE_CHARS``, ``MAX_RENDERED_CHARS``). One that
+    goes past a bound raises its ``TemplateProblem`` (prefixed by ``source``), naming the node.
+    Ordinary problems (a syntax error, an unknown variable) are returned, not raised: a file
+    whose instruction merely contains ``{%`` is still read, the editor shows the problem, and a
+    run fails that node at once, as before.
+    """
+    problems: list[str] = []
+    prefix = f"{source}: " if source else ""
+    for node in plan.nodes().values():
+        if not is_template(node.instruction):
+            continue
+        try:
+            _render(plan, node, node.instruction, placeholder_outputs(plan, node))
+        except TemplateProblem as exc:
+            if _over_a_bound(exc):
+                raise TemplateProblem(f"{prefix}{exc}", node_id=node.id) from exc
+            problems.append(str(exc))
+    return problems
+
+
 __all__ = [
     "MAX_RENDERED_CHARS",
+    "MAX_TEMPLATE_VALUE_CHARS",
+    "TEMPLATE_TIME_LIMIT_S",
     "VARIABLES",
     "TemplateProblem",
     "check_instruction",
+    "check_templates",
     "draft_node",
     "is_template",
     "placeholder_output",

@@ -105,7 +105,13 @@ class _Run:
         self.outputs: dict[str, str] = {}
         self.recorder = Recorder(run_id, listeners, caps)
         self.runner = NodeRunner(
-            plan, self.allocation, backend_factory, self.meter, cache, self.recorder.warnings
+            plan,
+            self.allocation,
+            backend_factory,
+            self.meter,
+            cache,
+            self.recorder.warnings,
+            deadline=self.deadline,
         )
         self._prepared: dict[str, Prepared] = {}
         self._outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()

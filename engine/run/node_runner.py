@@ -93,8 +93,11 @@ class NodeRunner:
         meter: Meter,
         cache: CallCache | None,
         warnings: list[str],
+        deadline: float | None = None,
     ):
         self.plan = plan
+        #: The run's time-cap deadline (``time.monotonic()``); rendering a prompt counts to it.
+        self.deadline = deadline
         self.nodes = plan.nodes()
         self.allocation = allocation
         self.backend_factory = backend_factory
@@ -134,7 +137,9 @@ class NodeRunner:
             if allocation.strategy.kind == "best_of_n" and selector.kind == "judge":
                 judge_ref = selector.judge_model or prepared.ref
                 prepared.judge = Caller(self.backend(judge_ref), judge_ref)
-            prepared.messages = node_messages(self.plan, node, outputs, self.nodes)
+            prepared.messages = node_messages(
+                self.plan, node, outputs, self.nodes, deadline=self.deadline
+            )
         except Exception as exc:  # a backend bug must fail this node, not the run
             prepared.error = user_message(exc)
             return prepared

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import duckdb
 
-from engine.errors import BundleError, RegistryError
+from engine.errors import BundleError, BundleWriteError, RegistryError
 from engine.models.registry import REGISTRY_FORMAT, REGISTRY_VERSION, Registry
 from engine.plan import Plan
 from engine.redaction import credentials_refusal
@@ -261,12 +261,18 @@ def export_session(
             _refuse_secrets_in_rows(con, chosen, secrets)
             for table in TRACE_TABLES:
                 target = folder / f"{table}.parquet"
-                con.execute(
-                    f"COPY (SELECT * FROM {table} WHERE run_id IN"
-                    " (SELECT unnest(?::VARCHAR[])) ORDER BY"
-                    f" {_ORDER[table]}) TO {_sql_path(target)} (FORMAT parquet)",
-                    [chosen],
-                )
+                try:
+                    con.execute(
+                        f"COPY (SELECT * FROM {table} WHERE run_id IN"
+                        " (SELECT unnest(?::VARCHAR[])) ORDER BY"
+                        f" {_ORDER[table]}) TO {_sql_path(target)} (FORMAT parquet)",
+                        [chosen],
+                    )
+                except duckdb.IOException as exc:  # the temporary folder's disk is full
+                    raise BundleError(
+                        f"Not exported: cannot write the traces to the temporary folder {tmp}:"
+                        f" {exc}. Nothing was written to {path}."
+                    ) from exc
                 files[TRACE_MEMBERS[table]] = target
         texts = {SESSION_MEMBER: session.model_copy(update={"run_ids": chosen}).to_file_text()}
         if models:
@@ -274,7 +280,13 @@ def export_session(
             texts[MODELS_MEMBER] = json.dumps(payload, indent=2, ensure_ascii=False)
         for name, text in texts.items():
             files[name] = folder / name
-            files[name].write_text(text, encoding="utf-8")
+            try:
+                files[name].write_text(text, encoding="utf-8")
+            except OSError as exc:
+                raise BundleWriteError(
+                    f"Not exported: cannot write {files[name]}: {exc.strerror or exc}. Nothing"
+                    f" was written to {path}."
+                ) from exc
         manifest = {
             "format": BUNDLE_FORMAT,
             "version": BUNDLE_VERSION,
@@ -320,8 +332,12 @@ def _write_zip(path: Path, manifest_text: str, files: dict[str, Path]) -> None:
         with temp.open("rb") as written:
             os.fsync(written.fileno())
         os.replace(temp, path)
-    except BaseException:
+    except BaseException as exc:
         temp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # a full disk, a quota: say so, as one line
+            raise BundleWriteError(
+                f"Not exported: cannot write {path}: {exc.strerror or exc}. Nothing was written."
+            ) from exc
         raise
 
 

@@ -18,6 +18,7 @@ import duckdb
 from engine.errors import BundleError
 from engine.plan import Plan
 from engine.plan.files import import_plan
+from engine.plan.templates import check_templates
 from storage.bundles.format import TRACE_MEMBERS, TRACE_TABLES, Contents, plan_refs
 from storage.bundles.reading import read_file
 from storage.sessions import ArborSession
@@ -279,7 +280,9 @@ def _plan_file(path: Path) -> Plan | None:
         return None
     fmt = payload.get("format")
     if fmt == "arbor-plan" or (fmt is None and "root" in payload):
-        return Plan.from_dict(payload, source=path.name)
+        plan = Plan.from_dict(payload, source=path.name)
+        check_templates(plan, path.name)
+        return plan
     return None
 
 

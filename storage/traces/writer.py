@@ -127,6 +127,8 @@ class TraceWriter:
             target = self._enqueued
             if self._written >= target:
                 return
+            if self._closed:  # its unwritten events were dropped (and reported) by close()
+                raise TraceStoreError(f"The trace writer for {self.store.path} is closed.")
             failures = self._failures
             self._flush_wanted = True
             self._wake()

@@ -25,7 +25,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from engine.errors import SessionError, TraceStoreError
+from engine.errors import PlanError, SessionError, TraceStoreError
 from engine.models.registry import Registry
 from engine.plan import GenerationConfig, ModelRef, Node, Plan
 from engine.run.budget import RunCaps
@@ -583,3 +583,36 @@ def test_export_refuses_when_a_key_value_sits_in_a_traced_prompt(tmp_path, monke
     # Without that run the session exports.
     assert export_session(workspace, session.id, path, run_ids=[]).run_ids == []
     assert key.encode() not in path.read_bytes()
+
+
+# -- templates are checked on import ---------------------------------------------------------
+HANGING = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+
+
+def _hanging_plan() -> Plan:
+    plan = tiny_plan()
+    leaf = plan.root.children[0].model_copy(update={"instruction": HANGING})
+    return plan.model_copy(update={"root": plan.root.model_copy(update={"children": [leaf]})})
+
+
+@pytest.mark.timeout(60)
+def test_a_session_file_with_a_hanging_template_is_refused_at_import(tmp_path):
+    session = ArborSession(name="Hang", task="t", plan=_hanging_plan())
+    path = tmp_path / "hang.json"
+    path.write_text(session.to_file_text(), encoding="utf-8")
+    with pytest.raises(SessionError, match="Instruction of node 'pick' took longer than"):
+        ArborSession.from_file_text(path.read_text(encoding="utf-8"))
+    fresh = Workspace(tmp_path / "fresh")
+    with pytest.raises(SessionError, match="Instruction of node 'pick' took longer than"):
+        import_bundle(fresh, path)
+    assert fresh.sessions.list() == []
+
+
+@pytest.mark.timeout(60)
+def test_a_plan_file_with_a_hanging_template_is_refused_by_import_file(tmp_path):
+    path = tmp_path / "plan.json"
+    path.write_text(_hanging_plan().to_json(), encoding="utf-8")
+    fresh = Workspace(tmp_path / "fresh")
+    with pytest.raises(PlanError, match=r"plan\.json: Instruction of node 'pick' took longer than"):
+        bundles.import_file(fresh, path)
+    assert fresh.sessions.list() == []

@@ -3,7 +3,8 @@
 It speaks the wire format the ``openai`` client speaks (``POST /v1/chat/completions`` as JSON or
 as a server-sent-event stream with a usage chunk, ``GET /v1/models``), and it misbehaves on
 request: a fixed latency before the reply, a slow token stream, the first N calls failing with
-429/5xx (with ``Retry-After``), a bearer key it insists on, model names it does not know. In
+429/5xx (with ``Retry-After``), a bearer key it insists on, model names it does not know, and
+injected faults (connection resets, bodies that are not JSON, bytes trickled slowly). In
 proxy mode it forwards to a real upstream (``llama_cpp.server``) once its failures are spent, so
 retries are exercised against the real model server rather than against a script.
 
@@ -27,6 +28,7 @@ import http.client
 import json
 import select
 import socket
+import struct
 import sys
 import threading
 import time
@@ -69,6 +71,15 @@ class Behaviour:
     #: Proxy mode: forward chat and model requests to this base URL (e.g. a llama_cpp.server's
     #: ``http://127.0.0.1:PORT/v1``) once the failures are spent.
     upstream: str | None = None
+    #: Fault injection (all off by default). ``reset``: the connection is reset (TCP RST) with
+    #: nothing sent (``reset_after_chunks`` 0) or after that many stream chunks.
+    reset: bool = False
+    reset_after_chunks: int = 0
+    #: ``"chunk"``: a 200 event stream whose chunk is not JSON; ``"body"``: a 200
+    #: ``application/json`` answer whose body is not JSON.
+    malformed: str | None = None
+    #: When positive: the headers go out at once, then the body one byte per this many seconds.
+    trickle_interval_s: float = 0.0
 
 
 @dataclass
@@ -252,6 +263,9 @@ class _Handler(BaseHTTPRequestHandler):
             if name in body:
                 self._send_error(400, f"Unrecognized request argument supplied: {name}", "")
                 return 400
+        fault = self._fault(behaviour, body)
+        if fault is not None:
+            return fault
         if behaviour.upstream:
             return self._proxy(behaviour.upstream, "POST", raw)
         model = str(body.get("model", ""))
@@ -276,6 +290,61 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send_json(200, _completion(model, "".join(pieces), finish, usage))
         return 200
+
+    # -- injected faults -------------------------------------------------------------------
+    def _fault(self, behaviour: Behaviour, body: dict[str, Any]) -> int | None:
+        """Misbehave as ``behaviour`` asks; the status sent (0: none), or None for no fault."""
+        model = str(body.get("model", ""))
+        if behaviour.reset and behaviour.reset_after_chunks <= 0:
+            self._reset()
+            return 0
+        if behaviour.malformed == "body":
+            self._send_raw_json(200, b'{"id": "chatcmpl-x", "choices": [{"message": {"con')
+            return 200
+        if behaviour.malformed == "chunk":
+            self._start_chunked(200, "text/event-stream")
+            self._chunk(b'data: {"choices": [{"delta": {"content": "Hel\n\n')
+            self._chunk(b"data: [DONE]\n\n")
+            self._write(b"0\r\n\r\n")
+            return 200
+        if behaviour.reset:  # after some chunks of a real stream
+            self._start_chunked(200, "text/event-stream")
+            pieces = _pieces(behaviour.reply, behaviour.reset_after_chunks)
+            for piece in pieces:
+                choice = {"index": 0, "delta": {"content": piece}, "finish_reason": None}
+                chunk = _envelope("chatcmpl-r", model, "chat.completion.chunk", choices=[choice])
+                self._chunk(f"data: {json.dumps(chunk)}\n\n".encode())
+            self._reset()
+            return 200
+        if behaviour.trickle_interval_s > 0:
+            usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+            data = json.dumps(_completion(model, behaviour.reply, "stop", usage)).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self._write(b"")
+            for index in range(len(data)):
+                self._wait(behaviour.trickle_interval_s)
+                self._write(data[index : index + 1])
+            return 200
+        return None
+
+    def _reset(self) -> None:
+        """Abort the connection with a TCP RST (SO_LINGER 0), as a crashing proxy does."""
+        with contextlib.suppress(OSError):
+            self.wfile.flush()
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        with contextlib.suppress(OSError):
+            self.connection.close()
+        self.close_connection = True
+
+    def _send_raw_json(self, status: int, data: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self._write(data)
 
     # -- pieces of a reply -----------------------------------------------------------------
     def _authorised(self, behaviour: Behaviour) -> bool:

@@ -9,10 +9,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.errors import CycleError, PlanError
+from engine.errors import CycleError, PlanError, TemplateProblem
 from engine.plan import PLAN_FORMAT, GenerationConfig, ModelRef, Node, Plan
 from engine.plan.diff import diff_plans
 from engine.plan.files import export_plan, import_plan
+from engine.plan.templates import check_templates
 from tests.support.fake_backend import tree
 from tests.support.plan_strategies import valid_plans
 
@@ -167,3 +168,39 @@ def test_a_cyclic_or_dangling_plan_file_is_refused_naming_the_nodes():
     payload["root"]["children"][0]["depends_on"] = ["ghost"]
     with pytest.raises(PlanError, match=r"'a'.*depends on 'ghost'"):
         import_plan(yaml.safe_dump(payload), source="dangling.yaml")
+
+
+HANGING = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("fmt", ["json", "yaml"])
+def test_a_plan_file_with_a_hanging_template_is_refused_at_import(fmt):
+    plan = tree({"id": "root", "children": [{"id": "s1"}, {"id": "s2", "instruction": HANGING}]})
+    with pytest.raises(TemplateProblem) as info:
+        import_plan(export_plan(plan, fmt), source="plan.json")
+    assert str(info.value).startswith("plan.json: Instruction of node 's2' took longer than")
+    assert info.value.node_id == "s2"
+
+
+def test_a_plan_file_whose_template_builds_a_huge_string_is_refused_at_import():
+    text = "{{ 'x'|center(10**8) }}"
+    plan = tree({"id": "root", "children": [{"id": "s1", "instruction": text}]})
+    with pytest.raises(PlanError, match="node 's1' builds a string over"):
+        import_plan(export_plan(plan, "json"), source="plan.json")
+
+
+def test_a_plan_file_with_working_templates_is_imported():
+    text = "Use {{ deps.s1 }} for {{ task }}"
+    second = {"id": "s2", "instruction": text, "depends_on": ["s1"]}
+    plan = tree({"id": "root", "children": [{"id": "s1"}, second]})
+    assert import_plan(export_plan(plan, "json")) == plan
+
+
+def test_an_ordinary_template_mistake_does_not_stop_an_import():
+    # A syntax error is shown in the editor and fails its node at once in a run; only a
+    # template that would hang or build a huge string is refused when the file is read.
+    plan = tree({"id": "root", "children": [{"id": "s1", "instruction": "Use {% the braces"}]})
+    assert import_plan(export_plan(plan, "json")) == plan
+    [problem] = check_templates(plan, "plan.json")
+    assert "node 's1' has a template syntax error" in problem

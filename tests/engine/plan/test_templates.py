@@ -10,11 +10,15 @@ import time
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engine.errors import PlanError
 from engine.models.base import Backend, ChatMessage, Completion, Usage
-from engine.plan import GenerationConfig, ModelRef, Node, Plan
+from engine.plan import GenerationConfig, ModelRef, Node, Plan, templates
 from engine.plan.templates import (
+    MAX_RENDERED_CHARS,
+    TEMPLATE_TIME_LIMIT_S,
     TemplateProblem,
     check_instruction,
     preview_instruction,
@@ -358,3 +362,111 @@ def test_a_broken_template_fails_its_node_alone_and_an_independent_branch_comple
     assert result.nodes["c"].error == expected
     assert result.nodes["c"].input_tokens == 0  # no model call was made for it
     assert result.status == "failed" and expected in (result.stop_reason or "")
+
+
+# -- bounds on time and size -----------------------------------------------------------------
+HANGING = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+
+
+@pytest.mark.timeout(60)
+def test_loops_with_no_output_are_stopped_at_the_time_limit_with_the_node_named():
+    plan = _plan(b=HANGING)
+    message = f"Instruction of node 'b' took longer than {TEMPLATE_TIME_LIMIT_S:g} s to render"
+    with pytest.raises(TemplateProblem, match=message) as info:
+        _render(plan, "b")
+    assert info.value.node_id == "b"
+    [problem] = check_instruction(plan, "b")  # the edit-time check is bounded the same way
+    assert problem.startswith(message)
+
+
+@pytest.mark.timeout(60)
+def test_a_render_deadline_earlier_than_the_limit_counts_and_says_it_is_the_runs():
+    plan = _plan(b=HANGING)
+    with pytest.raises(TemplateProblem, match="the time left under the run's time cap"):
+        render_instruction(plan, plan.node("b"), {}, deadline=time.monotonic() + 0.2)
+
+
+DOUBLING = [  # each builds a string of about 134 million characters without printing it
+    "{% set ns = namespace(s='x') %}{% for i in range(27) %}{% set ns.s = ns.s ~ ns.s %}"
+    "{% endfor %}{{ ns.s|length }}",
+    "{% set ns = namespace(s='x') %}{% for i in range(27) %}{% set ns.s = ns.s + ns.s %}"
+    "{% endfor %}{{ ns.s|length }}",
+    "{% set s = 'x' * 99999 %}{{ ([s] * 1000)|join|length }}",
+    "{{ ([[1] * 99999] * 300)|sum(start=[])|length }}",
+    "{% set s = 'x' * 99999 %}{{ ''.join([s] * 1000)|length }}",
+    "{% set s = 'x' * 99999 %}{% set t %}{% for i in range(1000) %}{{ s }}{% endfor %}{% endset %}"
+    "{{ t|length }}",
+    "{% set l = [1] %}{% for i in range(27) %}{% if l.extend(l) %}{% endif %}{% endfor %}",
+]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("text", DOUBLING)
+def test_building_a_huge_string_or_list_without_output_is_refused(text):
+    with pytest.raises(
+        TemplateProblem, match=r"Instruction of node 'b' builds a .* over 1,000,000"
+    ):
+        _render(_plan(b=text), "b")
+
+
+HUGE_WIDTHS = [
+    "{{ 'x'|center(10**8) }}",
+    "{{ 'x'.center(10**8) }}",
+    "{{ 'x'.ljust(10**8) }}",
+    "{{ 'x'|indent(10**8, true) }}",
+    "{{ '%100000000s'|format('x') }}",
+    "{{ '%*s'|format(10**8, 'x') }}",
+    "{{ '%100000000s' % 'x' }}",
+    "{{ '{:>100000000}'.format('x') }}",
+    "{{ '{:.100000000f}'.format(1.5) }}",
+    "{{ ('x' * 1000)|replace('', 'y' * 99999) }}",
+    "{{ ('x' * 1000).replace('', 'y' * 99999) }}",
+]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("text", HUGE_WIDTHS)
+def test_filters_and_methods_with_huge_widths_are_refused_before_they_run(text):
+    with pytest.raises(TemplateProblem, match="Instruction of node 'b' builds a string over"):
+        _render(_plan(b=text), "b")
+
+
+def test_a_huge_number_is_refused_before_it_is_computed():
+    with pytest.raises(TemplateProblem, match="builds a number over"):
+        _render(_plan(b="{{ ((10**9000)**9000)**9000 }}"), "b")
+
+
+def test_an_ordinary_template_renders_exactly_as_before():
+    text = (
+        "{{ task }} / {{ node.title|upper }}: {% for i in range(3) %}{{ i }},{% endfor %}"
+        "{% set ns = namespace(s='') %}{% for w in ['a', 'b'] %}{% set ns.s = ns.s ~ w %}"
+        "{% endfor %}[{{ ns.s }}] [{{ 'ab'|center(6) }}] [{{ '%5s'|format('x') }}] "
+        "[{{ '{:>4}'.format('y') }}] [{{ 'p\nq'|indent(2, true) }}] [{{ [1, 2]|join('-') }}] "
+        "[{{ [[1], [2]]|sum(start=[]) }}] [{{ 'a-b'|replace('-', '+') }}] {{ 2 ** 10 }} "
+        "{{ deps.a|length }}{% set t %}x{{ 1 + 1 }}{% endset %} {{ t }}"
+    )
+    expected = (
+        f"{TASK} / STEP B: 0,1,2,[ab] [  ab  ] [    x] [   y] [  p\n  q] [1-2] [[1, 2]] "
+        "[a+b] 1024 5 x2"
+    )
+    assert _render(_plan(b=text), "b", {"a": "A out"}) == expected
+
+
+@pytest.mark.timeout(120)
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    sizes=st.lists(st.integers(0, 100_000), min_size=1, max_size=4),
+    body=st.sampled_from(["", "x", "{{ i0 }}", "{% set ns.s = ns.s ~ 'ab' %}"]),
+)
+def test_nested_loops_render_within_bounds_or_are_refused(monkeypatch, sizes, body):
+    monkeypatch.setattr(templates, "TEMPLATE_TIME_LIMIT_S", 0.25)
+    opening = "".join(f"{{% for i{d} in range({n}) %}}" for d, n in enumerate(sizes))
+    text = "{% set ns = namespace(s='') %}" + opening + body + "{% endfor %}" * len(sizes)
+    try:
+        out = _render(_plan(b=text), "b")
+    except TemplateProblem as exc:
+        assert exc.node_id == "b"
+    else:
+        assert isinstance(out, str) and len(out) <= MAX_RENDERED_CHARS

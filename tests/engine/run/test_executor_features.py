@@ -235,3 +235,55 @@ def test_a_wide_plan_schedules_in_linear_time():
     elapsed = time.perf_counter() - started
     assert result.status == "completed" and len(recorder.calls) == 2001
     assert elapsed < 10, f"{elapsed:.1f} s for 2001 instant nodes"
+
+
+# -- template rendering counts against the run's time cap ------------------------------------
+HANGING = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+
+
+@pytest.mark.timeout(60)
+def test_a_hanging_template_fails_its_node_and_the_run_finishes_without_being_killed():
+    plan = fake_models(
+        tree(
+            {
+                "id": "root",
+                "children": [
+                    {"id": "hang", "instruction": HANGING},
+                    {"id": "free"},
+                ],
+            }
+        )
+    )
+    factory, _ = fake_factory()
+    result = execute_plan(plan, RunCaps(max_parallel=2), backend_factory=factory)
+    assert result.nodes["hang"].status is NodeStatus.FAILED
+    assert (result.nodes["hang"].error or "").startswith(
+        "Instruction of node 'hang' took longer than 2 s to render"
+    )
+    assert result.nodes["free"].status is NodeStatus.DONE
+    assert result.nodes["root"].status is NodeStatus.BLOCKED
+
+
+@pytest.mark.timeout(60)
+def test_rendering_a_template_counts_against_the_runs_time_cap():
+    # "slow" takes most of the 3 s cap; "hang" renders after it with less time left than the
+    # template limit, so its rendering stops at the run's deadline and the run stops there.
+    plan = fake_models(
+        tree(
+            {
+                "id": "root",
+                "children": [
+                    {"id": "slow"},
+                    {"id": "hang", "instruction": HANGING, "depends_on": ["slow"]},
+                ],
+            }
+        )
+    )
+    factory, _ = fake_factory({"slow": Behaviour(sleep_s=2.2)})
+    result = execute_plan(plan, RunCaps(wall_time_s=3.0), backend_factory=factory)
+    assert result.nodes["slow"].status is NodeStatus.DONE
+    assert result.nodes["hang"].status is NodeStatus.FAILED
+    error = result.nodes["hang"].error or ""
+    assert error.startswith("Instruction of node 'hang' took longer than")
+    assert "the time left under the run's time cap" in error
+    assert result.status in ("stopped", "failed")
