@@ -303,11 +303,12 @@ def test_samples_stop_when_cancelled(bundled_path):
     cancel = threading.Event()
     timer = threading.Timer(0.5, cancel.set)
     timer.start()
-    started = time.monotonic()
+    # 3 x 600 tokens take many seconds: the call raising CallCancelled at all shows the cancel
+    # landed mid-generation (no wall-clock bound: a busy machine slows both sides alike).
     with pytest.raises(CallCancelled) as info:
         backend.complete_samples(
             STORY, GenerationConfig(temperature=0.8, max_tokens=600), [1, 2, 3], cancel=cancel
         )
-    assert time.monotonic() - started < 1.5
     assert isinstance(info.value.partial, str)
+    assert backend.count_tokens(info.value.partial) < 600
     assert backend.complete_samples(POEM, GenerationConfig(max_tokens=4), [1, 2])
