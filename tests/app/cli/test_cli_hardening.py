@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -145,3 +146,22 @@ def test_a_corrupt_session_store_is_one_line_and_left_as_it_is(tmp_path):
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and "session store" in lines[0] and "cannot be read" in lines[0]
     assert store.read_bytes() == before
+
+
+def test_the_ui_listens_on_loopback_only_unless_told_otherwise(tmp_path, monkeypatch):
+    from app.cli import build_parser
+    from tests.support.servers import serve_ui
+
+    monkeypatch.delenv("ARBOR_HOST", raising=False)
+    assert build_parser().parse_args([]).host == "127.0.0.1"
+    with serve_ui(tmp_path / "data", tmp_path / "ui.log") as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        listening = []
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            for line in Path(table).read_text().splitlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                address, hex_port = local.split(":")
+                if int(hex_port, 16) == port and state == "0A":  # 0A: LISTEN
+                    listening.append(address)
+    # 0100007F is 127.0.0.1 (little-endian); a wildcard bind would show 00000000 or ::
+    assert listening and set(listening) == {"0100007F"}, listening
