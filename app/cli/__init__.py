@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from app.cli import models, plans, runs, sessions, tune, ui
 
@@ -41,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from engine.errors import ArborError, user_message, validation_problems
 
+    problem = _output_problem(getattr(args, "output", None))
+    if problem:  # before any work: a decomposition is not thrown away for a typo in -o
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         return args.handler(args)
     except ArborError as exc:
@@ -64,6 +69,18 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+def _output_problem(output: str | None) -> str | None:
+    """Why ``-o OUTPUT`` cannot be written, or None: its folder is missing, or it is a folder."""
+    if not output:
+        return None
+    path = Path(output)
+    if path.is_dir():
+        return f"-o {output} is a folder; give a file name in it."
+    if not path.parent.is_dir():
+        return f"-o {output}: the folder {path.parent} does not exist."
+    return None
 
 
 __all__ = ["build_parser", "main"]

@@ -165,3 +165,29 @@ def test_the_ui_listens_on_loopback_only_unless_told_otherwise(tmp_path, monkeyp
                     listening.append(address)
     # 0100007F is 127.0.0.1 (little-endian); a wildcard bind would show 00000000 or ::
     assert listening and set(listening) == {"0100007F"}, listening
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["decompose", "Plan a picnic"],
+        ["export", "{plan}"],
+        ["export-run", "run-x"],
+        ["export-session", "session-x"],
+        ["allocate", "{plan}"],
+    ],
+    ids=["decompose", "export", "export-run", "export-session", "allocate"],
+)
+def test_an_output_into_a_missing_folder_or_onto_a_folder_is_refused_before_any_work(
+    tmp_path, command
+):
+    plan = tmp_path / "plan.json"
+    plan.write_text(_tiny_plan().to_json(), encoding="utf-8")
+    args = [part.replace("{plan}", str(plan)) for part in command]
+    for target, words in ((tmp_path / "missing" / "out.json", "does not exist"),
+                          (tmp_path, "is a folder")):  # fmt: skip
+        result = run_cli(tmp_path / "data", *args, "-o", str(target))
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+        assert words in result.stderr and "Traceback" not in result.stderr
+        assert result.stdout == ""  # nothing was decomposed, exported or printed first
