@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from engine.errors import ModelUnavailable, RegistryError
+from engine.errors import ModelUnavailable, RegistryError, validation_problems
 from engine.models.base import Backend
 from engine.models.bundled import bundled_model_path
 from engine.models.factory import backend_for
@@ -208,12 +208,7 @@ class ModelEntry(BaseModel):
 
 def _validation_message(exc: ValidationError, what: str) -> str:
     """pydantic's errors as one sentence, without the (possibly secret) input values."""
-    problems = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"])
-        message = error["msg"].removeprefix("Value error, ")
-        problems.append(f"{where}: {message}" if where else message)
-    return f"{what}: " + "; ".join(problems) + "."
+    return f"{what}: {validation_problems(exc)}"
 
 
 def make_entry(what: str, **fields: Any) -> ModelEntry:
