@@ -220,3 +220,18 @@ def test_members_over_the_size_limits_are_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(limits, "MAX_TOTAL_BYTES", 2 << 20)
     with pytest.raises(ArborError, match="members would expand to"):
         import_upload(workspace, bundle, "big.arbor")
+
+
+def test_an_unsupported_compression_method_is_a_corrupt_file_not_a_traceback(tmp_path):
+    """zipfile raises NotImplementedError for a method it cannot read (one flipped byte)."""
+    workspace = Workspace(tmp_path / "data")
+    bundle = bytearray(_bundle_with({"session.json": b'{"format": "x"}' * 100}))
+    for signature, offset in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):  # local, central
+        start = 0
+        while (at := bundle.find(signature, start)) >= 0:
+            bundle[at + offset] = 99  # compression method 99: not one zipfile knows
+            start = at + 4
+    before = _fingerprint(workspace.root)
+    with pytest.raises(ArborError, match=r"corrupt|damaged"):
+        import_upload(workspace, bytes(bundle), "method.arbor")
+    assert _fingerprint(workspace.root) == before
