@@ -82,13 +82,11 @@ def _dead_pid() -> int:
     return int(done.stdout)
 
 
-@pytest.mark.model
-def test_an_interrupted_run_resumes_once_and_the_list_says_where_it_went(tmp_path):
-    data = tmp_path / "data"
-    store = Workspace(data).traces
+def _record_dead_run(store, run_id: str) -> None:
+    """A run of the tiny plan left ``running`` by a process that is gone (shown interrupted)."""
     store.record(
         RunStarted(
-            run_id="run-killed",
+            run_id=run_id,
             session_id=None,
             task="t",
             plan_json=_tiny_plan().to_json(),
@@ -97,6 +95,13 @@ def test_an_interrupted_run_resumes_once_and_the_list_says_where_it_went(tmp_pat
             pid=_dead_pid(),
         )
     )
+
+
+@pytest.mark.model
+def test_an_interrupted_run_resumes_once_and_the_list_says_where_it_went(tmp_path):
+    data = tmp_path / "data"
+    store = Workspace(data).traces
+    _record_dead_run(store, "run-killed")
     before = run_cli(data, "runs")
     assert "<- run.py resume run-killed" in before.stdout
 
@@ -114,17 +119,7 @@ def test_an_interrupted_run_resumes_once_and_the_list_says_where_it_went(tmp_pat
 def test_imported_runs_are_marked_read_only_in_the_list(tmp_path):
     data = tmp_path / "data"
     store = Workspace(data).traces
-    store.record(
-        RunStarted(
-            run_id="run-imported",
-            session_id=None,
-            task="t",
-            plan_json=_tiny_plan().to_json(),
-            caps_json=RunCaps().model_dump_json(),
-            started_at=datetime.now(UTC),
-            pid=_dead_pid(),
-        )
-    )
+    _record_dead_run(store, "run-imported")
     con = duckdb.connect(str(store.path))
     con.execute("UPDATE runs SET origin = 'imported from a.arbor', status = 'interrupted'")
     con.close()
