@@ -67,6 +67,8 @@ SPAN_ATTRIBUTES: dict[str, str] = {
     "arbor_selected": "arbor.selected",
     "arbor_strategy": "arbor.strategy",
     "arbor_reused_from": "arbor.reused_from",
+    # why a node's output (or a run's answer) does not look like an answer, when it does not
+    "arbor_suspect": "arbor.suspect",
     # the keys that find a span's rows in the store again
     "run_id": "arbor.run_id",
     "node_id": "arbor.node_id",

@@ -25,6 +25,9 @@ from engine.plan import Plan
 from engine.plan.diff import PlanDiff, diff_plans
 from storage.traces import TraceStore
 
+#: ``runs.kind`` of a plan execution (the other kinds are planner actions).
+EXECUTION = "execution"
+
 
 @dataclass(frozen=True)
 class RunFilter:
@@ -32,7 +35,9 @@ class RunFilter:
 
     ``run_ids`` and ``session_id`` together mean "runs of this session": a run belongs to it
     when it was recorded under its id or is listed in the session (an imported session keeps the
-    run ids it came with).
+    run ids it came with). ``kinds`` defaults to plan executions: planner actions (decompose,
+    expand, ...: ``storage.traces.schema.RUN_KINDS``) are runs too but are listed only when
+    asked for; an empty tuple lists every kind.
     """
 
     session_id: str | None = None
@@ -41,10 +46,14 @@ class RunFilter:
     models: tuple[str, ...] = ()
     since: datetime | None = None
     until: datetime | None = None
+    kinds: tuple[str, ...] = (EXECUTION,)
 
     def where(self) -> tuple[str, list[Any]]:
         clauses: list[str] = []
         params: list[Any] = []
+        if self.kinds:
+            clauses.append("coalesce(r.kind, 'execution') IN (SELECT unnest(?::VARCHAR[]))")
+            params.append(list(self.kinds))
         if self.session_id is not None or self.run_ids:
             scope = []
             if self.session_id is not None:
@@ -155,12 +164,15 @@ class TraceQueries:
             " r.finished_at,"
             " epoch(coalesce(r.finished_at, now()) - r.started_at) AS duration_s,"
             " coalesce(n.nodes, 0) AS nodes, coalesce(n.failed, 0) AS nodes_failed,"
+            " coalesce(n.suspect, 0) AS nodes_suspect,"
             " coalesce(c.calls, 0) AS calls, t.input_tokens, t.output_tokens, t.cost_usd,"
-            " coalesce(n.models, '') AS models, r.origin, r.resumed_from"
+            " coalesce(n.models, '') AS models, r.origin, r.resumed_from,"
+            " coalesce(r.kind, 'execution') AS kind"
             " FROM runs r"
             " JOIN run_totals t ON t.run_id = r.run_id"
             " LEFT JOIN (SELECT run_id, count(*) AS nodes,"
             "   count(*) FILTER (WHERE status = 'failed') AS failed,"
+            "   count(suspect) AS suspect,"
             "   string_agg(DISTINCT model, ', ' ORDER BY model) AS models"
             "   FROM node_executions GROUP BY run_id) n ON n.run_id = r.run_id"
             " LEFT JOIN (SELECT run_id, count(*) AS calls FROM model_calls GROUP BY run_id) c"
@@ -172,7 +184,7 @@ class TraceQueries:
     def models(self, run_filter: RunFilter | None = None) -> list[str]:
         """The models that ran nodes in the filtered runs (the filter's own model list aside)."""
         base = run_filter or RunFilter()
-        scope = RunFilter(session_id=base.session_id, run_ids=base.run_ids)
+        scope = RunFilter(session_id=base.session_id, run_ids=base.run_ids, kinds=base.kinds)
         where, params = scope.where()
         frame = self._frame(
             "SELECT DISTINCT x.model FROM node_executions x JOIN runs r ON r.run_id = x.run_id"
@@ -222,7 +234,7 @@ class TraceQueries:
             " x.input_tokens, x.output_tokens, x.input_tokens + x.output_tokens AS tokens,"
             " x.cost_usd, epoch(x.finished_at - x.started_at) AS latency_s,"
             " coalesce(c.call_latency_s, 0) AS call_latency_s, x.agreement,"
-            " x.reused_from IS NOT NULL AS reused, x.error"
+            " x.reused_from IS NOT NULL AS reused, x.error, x.suspect"
             " FROM node_executions x LEFT JOIN (SELECT node_id, count(*) AS calls,"
             "   sum(latency_s) AS call_latency_s FROM model_calls WHERE run_id = $1"
             "   GROUP BY node_id) c ON c.node_id = x.node_id"
@@ -255,6 +267,44 @@ class TraceQueries:
             [run_id, node_id],
         )
         return NodeDetail(node=node.iloc[0].to_dict(), calls=calls, votes=votes)
+
+    def planner_candidates(self, run_id: str) -> pd.DataFrame:
+        """A planner run's calls and candidate plans in order: role, source, each criterion's
+        score (``score: <name>`` columns), total, chosen, problem, notes, tokens, latency and
+        the raw output. Empty for a run without calls (an execution's are in ``node_detail``)."""
+        calls = self._frame(
+            "SELECT sample_index AS number, role, model, status, score AS total, selected,"
+            " detail, input_tokens, output_tokens, latency_s, output FROM model_calls"
+            " WHERE run_id = ? ORDER BY sample_index, started_at",
+            [run_id],
+        )
+        rows: list[dict[str, Any]] = []
+        for record in calls.to_dict("records"):
+            detail = _json_object(record.pop("detail"))
+            row: dict[str, Any] = {
+                "number": record["number"],
+                "role": record["role"],
+                "candidate": detail["candidate"] + 1
+                if isinstance(detail.get("candidate"), int)
+                else None,
+                "alternative": detail.get("alternative"),
+                "source": detail.get("source"),
+                "chosen": bool(record["selected"]) if record["selected"] is not None else False,
+                "total": record["total"],
+            }
+            for name, value in (detail.get("scores") or {}).items():
+                row[f"score: {name}"] = value
+            row["problem"] = detail.get("problem")
+            row["notes"] = "; ".join(str(n) for n in detail.get("notes") or [])
+            row.update(
+                {
+                    k: record[k]
+                    for k in ("model", "status", "input_tokens", "output_tokens", "latency_s")
+                }
+            )
+            row["output"] = record["output"]
+            rows.append(row)
+        return pd.DataFrame(rows)
 
     # -- two runs --------------------------------------------------------------------------
     def compare(self, run_a: str, run_b: str) -> RunComparison:
@@ -332,6 +382,16 @@ class TraceQueries:
             f" {where} ORDER BY r.started_at",
             params,
         )
+
+
+def _json_object(text: Any) -> dict[str, Any]:
+    if not isinstance(text, str) or not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def parse_prompt(prompt: str | None) -> list[dict[str, str]]:

@@ -18,7 +18,7 @@ from engine.models import registry_backend_factory
 from engine.plan import Plan
 from engine.run import executor
 from engine.run.budget import RunCaps
-from engine.run.events import Listener
+from engine.run.events import Listener, is_answered
 from engine.run.executor import RunResult, execute_plan
 from storage import paths
 from storage.sessions import SessionStore
@@ -101,9 +101,9 @@ class Workspace:
                 "run instead if it stopped too (`run.py runs` shows its status)."
             )
         status = record["status"]
-        if status == "completed":
+        if is_answered(status):  # "completed", or "suspect": finished, with a warning
             raise TraceStoreError(
-                f"Run {run_id!r} completed; there is nothing to resume. Run the plan again "
+                f"Run {run_id!r} {status}; there is nothing to resume. Run the plan again "
                 "(unchanged nodes are reused from the cache)."
             )
         if status == "running":

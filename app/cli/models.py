@@ -7,6 +7,13 @@ import sys
 
 from app.cli.common import Subparsers
 
+KINDS = ("auto", "base", "instruct")
+KIND_HELP = (
+    "base: a pretrained text continuer, sent few-shot completion prompts; instruct: a chat "
+    "model, sent chat prompts; auto (default): detected from the GGUF header (chat template, "
+    "'-it'/'instruct' tags), remote endpoints count as instruct"
+)
+
 
 def register(commands: Subparsers) -> None:
     mod = commands.add_parser("models", help="the model registry (default: list it)")
@@ -19,6 +26,7 @@ def register(commands: Subparsers) -> None:
     loc.add_argument("path")
     loc.add_argument("--name", help="default: the file name without .gguf")
     loc.add_argument("--max-concurrent", type=int)
+    loc.add_argument("--kind", choices=KINDS, default="auto", help=KIND_HELP)
     loc.set_defaults(handler=add_local_model)
     rem = models.add_parser("add-remote", help="register an OpenAI-compatible endpoint")
     rem.add_argument("--name", required=True)
@@ -29,7 +37,12 @@ def register(commands: Subparsers) -> None:
     rem.add_argument("--price-out", type=float, default=0.0, help="USD per million output tokens")
     rem.add_argument("--max-concurrent", type=int, default=4)
     rem.add_argument("--timeout", type=float, default=120.0, help="seconds per call")
+    rem.add_argument("--kind", choices=KINDS, default="auto", help=KIND_HELP)
     rem.set_defaults(handler=add_remote_model)
+    knd = models.add_parser("set-kind", help="declare a model base or instruct (or auto)")
+    knd.add_argument("name")
+    knd.add_argument("kind", choices=KINDS, help=KIND_HELP)
+    knd.set_defaults(handler=set_model_kind)
     rmv = models.add_parser("remove", help="remove a registered model")
     rmv.add_argument("name")
     rmv.set_defaults(handler=remove_model)
@@ -66,6 +79,7 @@ def list_models(_: argparse.Namespace) -> int:
             f"{row['name']:24} {row['kind']:10} {prices}  x{row['max_concurrent']}  "
             f"{row['where']}" + (f"  [{facts}]" if facts else "")
         )
+        print(f"{'':24} kind: {row['model_kind']}")
         if row["problem"]:
             print(f"{'':24} problem: {row['problem']}")
     return 0
@@ -73,8 +87,16 @@ def list_models(_: argparse.Namespace) -> int:
 
 def add_local_model(args: argparse.Namespace) -> int:
     settings = {"max_concurrent": args.max_concurrent} if args.max_concurrent else {}
-    entry = _registry().add_local(args.path, args.name, **settings)
-    print(f"added {entry.name!r}: {entry.path}")
+    registry = _registry()
+    entry = registry.add_local(args.path, args.name, model_kind=args.kind, **settings)
+    print(f"added {entry.name!r}: {entry.path}  (kind: {registry.kind_of(entry).describe()})")
+    return 0
+
+
+def set_model_kind(args: argparse.Namespace) -> int:
+    registry = _registry()
+    entry = registry.update(args.name, model_kind=args.kind)
+    print(f"{entry.name!r}: kind {registry.kind_of(entry).describe()}")
     return 0
 
 
@@ -88,6 +110,7 @@ def add_remote_model(args: argparse.Namespace) -> int:
         price_out_per_m=args.price_out,
         max_concurrent=args.max_concurrent,
         timeout_s=args.timeout,
+        model_kind=args.kind,
     )
     print(f"added {entry.name!r}: {entry.target}")
     return 0

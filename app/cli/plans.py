@@ -63,14 +63,42 @@ def _model(args: argparse.Namespace, plan):
     return ModelRef(path=args.model) if args.model else plan.default_model
 
 
+def _traced() -> dict:
+    """Where planner actions are recorded: the data directory's trace store."""
+    from storage.workspace import Workspace
+
+    return {"store": Workspace().traces, "on_recorded": _say_recorded}
+
+
+def _say_recorded(run_id: str) -> None:
+    print(f"recorded as planner run {run_id} (run.py runs --all)", file=sys.stderr)
+
+
+def _say_stage(stage: str) -> None:
+    print(f"planner: {stage}", file=sys.stderr, flush=True)
+
+
 def decompose_task(args: argparse.Namespace) -> int:
+    from app.services.planning import decompose_traced
     from engine.plan import ModelRef
-    from engine.planner.decompose import decompose
 
     model = ModelRef(path=args.model) if args.model else ModelRef()
-    result = decompose(args.task, model)
+    result = decompose_traced(args.task, model, on_progress=_say_stage, **_traced())
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
+    if result.clarification is not None:
+        print(f"needs detail: {result.clarification.message}", file=sys.stderr)
+        for example in result.clarification.examples:
+            print(f"  e.g. {example}", file=sys.stderr)
+    for index, candidate in enumerate(result.candidates):
+        mark = "*" if index == result.chosen else " "
+        scores = " ".join(f"{k}={v:.2f}" for k, v in candidate.scores.items())
+        problem = f" unusable: {candidate.problem}" if candidate.plan is None else ""
+        print(
+            f"candidate {mark}{index + 1} {candidate.source}: total {candidate.total:.2f}"
+            f" {scores}{problem}",
+            file=sys.stderr,
+        )
     text = result.plan.to_json()
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
@@ -81,11 +109,10 @@ def decompose_task(args: argparse.Namespace) -> int:
 
 
 def expand_plan_node(args: argparse.Namespace) -> int:
-    from engine.planner.expand import expand_node, replan_subtree
+    from app.services.planning import split_traced
 
     plan = read_plan(args.file)
-    split = replan_subtree if args.replan else expand_node
-    result = split(plan, args.node, _model(args, plan))
+    result = split_traced(plan, args.node, _model(args, plan), replace=args.replan, **_traced())
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     write_plan(result.plan, args.output)
@@ -93,10 +120,10 @@ def expand_plan_node(args: argparse.Namespace) -> int:
 
 
 def rate_plan(args: argparse.Namespace) -> int:
-    from engine.planner.difficulty import rate_difficulty
+    from app.services.planning import rate_traced
 
     plan = read_plan(args.file)
-    rated, notes = rate_difficulty(plan, _model(args, plan), only_missing=not args.all)
+    rated, notes = rate_traced(plan, _model(args, plan), only_missing=not args.all, **_traced())
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     write_plan(rated, args.output)

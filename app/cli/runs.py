@@ -4,10 +4,17 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from app.cli.common import Subparsers, caps_from, caps_options, choice_option, shown
+
+#: ``storage.traces.schema.RUN_KINDS``, written out so building the parser imports no storage.
+_RUN_KINDS = ("execution", "decompose", "expand", "replan", "rate", "alternatives")
+
+
+JSON_HELP = "print the result as one JSON object (status, answer, suspect nodes, tokens)"
 
 
 def register(commands: Subparsers) -> None:
@@ -25,14 +32,27 @@ def register(commands: Subparsers) -> None:
         metavar="NODE",
         help="run NODE and everything downstream again even if unchanged (repeatable)",
     )
+    run.add_argument("--json", action="store_true", help=JSON_HELP)
     run.set_defaults(handler=run_file)
 
     res = commands.add_parser("resume", help="continue an interrupted run, reusing finished calls")
     res.add_argument("run_id", metavar="RUN_ID")
+    res.add_argument("--json", action="store_true", help=JSON_HELP)
     res.set_defaults(handler=resume_run)
 
     rns = commands.add_parser("runs", help="list recent runs; flags interrupted ones")
     rns.add_argument("--limit", type=int, default=20, help="how many runs (newest first)")
+    kinds = rns.add_mutually_exclusive_group()
+    kinds.add_argument(
+        "--kind",
+        action="append",
+        choices=_RUN_KINDS,
+        help="only runs of this kind (repeatable); default: execution. Planner actions are "
+        "decompose, expand, replan, rate, alternatives",
+    )
+    kinds.add_argument(
+        "--all", action="store_true", help="every kind: plan executions and planner actions"
+    )
     rns.set_defaults(handler=list_runs)
 
     exr = commands.add_parser("export-run", help="write a run's spans as OTLP JSON, Parquet or CSV")
@@ -93,7 +113,7 @@ def run_file(args: argparse.Namespace) -> int:
         use_cache=not args.no_cache,
         rerun=args.rerun_from or (),
     )
-    return report_run(result, workspace)
+    return report_run(result, workspace, as_json=getattr(args, "json", False))
 
 
 def print_progress(event: object) -> None:
@@ -106,13 +126,48 @@ def print_progress(event: object) -> None:
         detail = f" ({event.error})" if event.error else ""
         if event.reused_from:
             detail = f" (reused from {event.reused_from})"
+        if event.suspect:
+            detail += f" [suspect: {event.suspect}]"
         print(f"  {event.status:8} {event.node_id}{detail}", file=sys.stderr, flush=True)
 
 
-def report_run(result, workspace) -> int:
-    """Print a finished run's summary and answer; the exit status says whether it completed."""
+def run_summary(result) -> dict:
+    """A finished run as plain JSON-able values (``run.py run --json``)."""
+    return {
+        "run_id": result.run_id,
+        "status": result.status,
+        "answered": result.answered,
+        "stop_reason": result.stop_reason,
+        "answer": result.answer,
+        "suspect": result.suspects,
+        "nodes": {
+            node_id: {
+                "status": node.status.value,
+                "error": node.error,
+                "suspect": node.suspect,
+                "reused_from": node.reused_from,
+            }
+            for node_id, node in result.nodes.items()
+        },
+        "input_tokens": result.input_tokens,
+        "output_tokens": result.output_tokens,
+        "cost_usd": result.cost_usd,
+        "warnings": list(result.warnings),
+    }
+
+
+def report_run(result, workspace, *, as_json: bool = False) -> int:
+    """Print a finished run's summary and answer; the exit status says whether it has an
+    answer: 0 for "completed" and for "suspect" (answered, with a warning per suspect node)."""
+    code = 0 if result.answered else 1
+    if as_json:
+        summary = run_summary(result) | {"traces": str(workspace.traces.path)}
+        print(json.dumps(summary, ensure_ascii=False, indent=2))
+        return code
     print(f"run id: {result.run_id}")
     print(f"status: {result.status}" + (f" ({result.stop_reason})" if result.stop_reason else ""))
+    for node_id, reason in result.suspects.items():
+        print(f"suspect: {node_id}: {reason}")
     print(f"tokens: {result.input_tokens} in, {result.output_tokens} out")
     if result.cost_usd:
         print(f"cost: ${result.cost_usd:.6f}")
@@ -123,7 +178,9 @@ def report_run(result, workspace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     print("answer:")
     print(result.answer if result.answer is not None else "(no answer)")
-    return 0 if result.status == "completed" else 1
+    if result.status == "suspect":
+        print("warning: the answer is suspect; see the suspect nodes above", file=sys.stderr)
+    return code
 
 
 def resume_run(args: argparse.Namespace) -> int:
@@ -133,18 +190,24 @@ def resume_run(args: argparse.Namespace) -> int:
     workspace = Workspace()
     print(f"resuming {args.run_id}", file=sys.stderr, flush=True)
     result = workspace.resume_run(args.run_id, listeners=[print_progress])
-    return report_run(result, workspace)
+    return report_run(result, workspace, as_json=getattr(args, "json", False))
 
 
 def list_runs(args: argparse.Namespace) -> int:
     """Recent runs, newest first; a run whose process died mid-run is marked interrupted."""
     from storage.workspace import Workspace
 
-    runs = Workspace().traces.runs(limit=args.limit)
+    kinds = None if args.all else (args.kind or ["execution"])
+    runs = Workspace().traces.runs(limit=args.limit, kinds=kinds)
     if not runs:
         print("no runs recorded yet", file=sys.stderr)
         return 0
-    print(f"{'run id':30} {'status':11} {'nodes done':>10} {'tokens':>8} {'cost $':>9}  started")
+    planner = kinds != ["execution"]
+    kind_head = f" {'kind':12}" if planner else ""
+    print(
+        f"{'run id':30}{kind_head} {'status':11} {'nodes done':>10} {'tokens':>8} {'cost $':>9}"
+        "  started"
+    )
     for run in runs:
         reused = f" ({run['nodes_reused']}r)" if run["nodes_reused"] else ""
         tokens = (run["input_tokens"] or 0) + (run["output_tokens"] or 0)
@@ -157,8 +220,11 @@ def list_runs(args: argparse.Namespace) -> int:
             hint = f"  <- run.py resume {run['run_id']}"
         else:
             hint = ""
+        if run.get("kind") not in (None, "execution") and not hint:
+            hint = f"  {shown(run['task'] or '')[:60]}"
+        kind = f" {run.get('kind') or 'execution':12}" if planner else ""
         print(
-            f"{run['run_id']:30} {run['status']:11} {str(run['nodes_done']) + reused:>10} "
+            f"{run['run_id']:30}{kind} {run['status']:11} {str(run['nodes_done']) + reused:>10} "
             f"{tokens:>8} {run['cost_usd'] or 0:>9.4f}  {started}{hint}"
         )
     return 0

@@ -53,6 +53,8 @@ class RunJob:
     #: Text each running node has streamed so far (from ``NodeProgress``).
     partial: dict[str, str] = field(default_factory=dict)
     reused: set[str] = field(default_factory=set)
+    #: Finished nodes whose output failed the output check, with the reason.
+    suspect: dict[str, str] = field(default_factory=dict)
     tokens_used: int = 0
     cost_usd: float = 0.0
     #: The latest spent-against-allowed figures (``BudgetUpdate``), for the live meter.
@@ -73,6 +75,8 @@ class RunJob:
                 self.partial.pop(event.node_id, None)
                 if event.reused_from is not None:
                     self.reused.add(event.node_id)
+                if event.suspect:
+                    self.suspect[event.node_id] = event.suspect
             elif isinstance(event, ModelCallFinished):
                 self.tokens_used += event.input_tokens + event.output_tokens
                 self.cost_usd += event.cost_usd
@@ -98,6 +102,7 @@ class RunJob:
                 "status": dict(self.node_status),
                 "partial": dict(self.partial),
                 "reused": set(self.reused),
+                "suspect": dict(self.suspect),
                 "tokens_used": self.tokens_used,
                 "cost_usd": self.cost_usd,
                 "meter": dict(self.meter) if self.meter else None,

@@ -2,7 +2,8 @@
 
 A tidy tree layout: depth runs left to right, leaves are stacked top to bottom and a parent sits
 at the middle of its children. Tree edges are solid grey; dependency edges ("uses the output
-of") are dashed blue. Nodes are coloured by run status or by difficulty.
+of") are dashed blue. Nodes are coloured by run status or by difficulty; a finished node whose
+output failed the output check is coloured "suspect", with the reason in its tooltip.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ STATUS_COLOURS = {
     "failed": "#ef4444",
     "blocked": "#fb923c",
     "skipped": "#94a3b8",
+    #: Finished, but its output failed the output check (an echo, a loop, cut off): the reason
+    #: is in the tooltip.
+    "suspect": "#a855f7",
 }
 DIFFICULTY_COLOURS = {
     "1": "#bbf7d0",
@@ -62,14 +66,21 @@ def _short(text: str) -> str:
 
 
 def plan_frames(
-    plan: Plan, status: dict[str, str] | None = None
+    plan: Plan, status: dict[str, str] | None = None, suspect: dict[str, str] | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Node rows and edge rows (two rows per edge, grouped by ``edge``) for the chart."""
+    """Node rows and edge rows (two rows per edge, grouped by ``edge``) for the chart.
+
+    ``suspect`` maps a node to why its output is suspect; a done node there shows "suspect".
+    """
     status = status or {}
+    suspect = suspect or {}
     positions = tree_layout(plan)
     nodes = []
     for node, _ in plan.iter_nodes():
         depth, row = positions[node.id]
+        node_status = status.get(node.id, "pending")
+        if node_status == "done" and suspect.get(node.id):
+            node_status = "suspect"
         nodes.append(
             {
                 "id": node.id,
@@ -77,7 +88,8 @@ def plan_frames(
                 "y": row,
                 "label": f"{node.id}: {_short(node.title)}",
                 "title": node.title,
-                "status": status.get(node.id, "pending"),
+                "status": node_status,
+                "suspect": suspect.get(node.id, ""),
                 "difficulty": str(node.difficulty) if node.difficulty else "unrated",
                 "reason": node.difficulty_reason or "",
                 "model": node.model.label if node.model else "plan default",
@@ -101,9 +113,10 @@ def plan_chart(
     *,
     colour_by: Literal["status", "difficulty"] = "status",
     selected: str | None = None,
+    suspect: dict[str, str] | None = None,
 ) -> alt.LayerChart:
     """The clickable chart; a click selects a node through the ``node_pick`` parameter."""
-    nodes, edges = plan_frames(plan, status)
+    nodes, edges = plan_frames(plan, status, suspect)
     depth = int(nodes["x"].max())
     rows = float(nodes["y"].max()) + 1
     x_scale = alt.Scale(domain=[-0.2, depth + 1.1], nice=False)
@@ -156,7 +169,7 @@ def plan_chart(
             strokeWidth=alt.condition(
                 alt.datum.id == (selected or ""), alt.value(3.5), alt.value(0.6)
             ),
-            tooltip=["id", "title", "status", "difficulty", "reason", "model"],
+            tooltip=["id", "title", "status", "suspect", "difficulty", "reason", "model"],
         )
         .add_params(pick)
     )

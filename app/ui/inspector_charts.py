@@ -19,6 +19,8 @@ STATUS_COLOURS = {
     "ok": "#4c9a2a",
     "done": "#4c9a2a",
     "completed": "#4c9a2a",
+    # finished with an answer, but some output failed the output check (an echo, a loop)
+    "suspect": "#a855f7",
     "running": "#1f77b4",
     "error": "#d62728",
     "failed": "#d62728",

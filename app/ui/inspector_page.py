@@ -29,9 +29,26 @@ from engine.errors import ArborError
 from storage.sql_console import SavedQueries, run_read_only
 from storage.trace_queries import RunFilter, TraceQueries, output_diff
 
-RUN_STATUSES = ["running", "completed", "stopped", "failed", "cancelled", "interrupted"]
+RUN_STATUSES = [
+    "running",
+    "completed",
+    "suspect",
+    "stopped",
+    "failed",
+    "cancelled",
+    "interrupted",
+    # planner actions only: the output was unusable / the task was too vague to plan
+    "fallback",
+    "needs_detail",
+]
 RUN_LIMIT = 200
 SCOPES = ("This session", "All runs")
+#: The kind filter: plan executions (the default), planner actions, or both.
+KINDS = {
+    "Plan runs": ("execution",),
+    "Planner actions": ("decompose", "expand", "replan", "rate", "alternatives"),
+    "All kinds": (),
+}
 VIEWS = ["Timeline", "Cost per node", "Node detail", "Compare", "Trends", "SQL", "Export"]
 SQL_MAX_ROWS = 1000
 SQL_TIMEOUT_S = 10.0
@@ -112,7 +129,14 @@ def _flash(kind: str, text: str) -> None:
 
 # -- scope, filters and the runs table ---------------------------------------------------------
 def _run_filter() -> RunFilter:
-    scope_col, status_col, model_col, date_col = st.columns([2, 3, 3, 3])
+    scope_col, kind_col, status_col, model_col, date_col = st.columns([2, 2, 3, 3, 3])
+    kind = kind_col.radio(
+        "Kind",
+        list(KINDS),
+        key="inspector_kind",
+        help="Planner actions (decompose, expand, re-plan, rate, alternatives) are recorded "
+        "as runs too, with every candidate plan and its scores.",
+    )
     scope = scope_col.radio(
         "Runs of",
         SCOPES,
@@ -121,9 +145,9 @@ def _run_filter() -> RunFilter:
         help=f"This session: {session.name} (its own runs and runs saved with it).",
     )
     base = (
-        RunFilter(session_id=session.id, run_ids=tuple(session.run_ids))
+        RunFilter(session_id=session.id, run_ids=tuple(session.run_ids), kinds=KINDS[kind])
         if scope == SCOPES[0]
-        else RunFilter()
+        else RunFilter(kinds=KINDS[kind])
     )
     models = queries.models(base)
     _keep_valid("inspector_models", models)
@@ -142,6 +166,7 @@ def _run_filter() -> RunFilter:
         models=tuple(chosen_models),
         since=since,
         until=until,
+        kinds=base.kinds,
     )
 
 
@@ -158,6 +183,7 @@ def _runs_table(runs: pd.DataFrame) -> list[str]:
             ],
             "nodes": runs["nodes"],
             "failed": runs["nodes_failed"],
+            "suspect": runs["nodes_suspect"],
             "calls": runs["calls"],
             "tokens": runs["input_tokens"].fillna(0) + runs["output_tokens"].fillna(0),
             "cost": runs["cost_usd"],
@@ -213,8 +239,46 @@ def _run_header(row: pd.Series) -> None:
         st.info(f"This run is {IMPORTED}: {row['origin']}. Its calls are shown, never replayed.")
     if row["status"] == "running":
         st.caption("Still running: this is what has been recorded so far (press Refresh).")
-    if _present(row["stop_reason"]):
+    if row["status"] == "suspect" and _present(row["stop_reason"]):
+        st.warning(
+            f"Finished with an answer, but {row['stop_reason']}. Read those outputs with care.",
+            icon="⚠️",
+        )
+    elif _present(row["stop_reason"]):
         st.caption(f"Stop reason: {row['stop_reason']}")
+    if row.get("kind", "execution") != "execution":
+        _planner_view(row)
+
+
+def _planner_view(row: pd.Series) -> None:
+    """A planner action: what it produced and every candidate plan with its scores."""
+    st.markdown(f"**Planner action: {row['kind']}** · {row['task']}")
+    record = queries.run(row["run_id"])
+    if _present(record.get("answer")):
+        st.text(record["answer"])
+    table = queries.planner_candidates(row["run_id"])
+    if table.empty:
+        st.caption("No planner calls were recorded.")
+        return
+    candidates = table[table["role"] == "candidate"]
+    if not candidates.empty:
+        chosen = candidates[candidates["chosen"]]
+        st.caption(
+            f"{len(candidates)} candidate(s); chosen: "
+            + (
+                ", ".join(
+                    f"#{n} {s}" for n, s in zip(chosen["candidate"], chosen["source"], strict=True)
+                )
+                or "none"
+            )
+        )
+    st.dataframe(
+        table,
+        key=f"planner_candidates_{row['run_id']}",
+        hide_index=True,
+        width="stretch",
+        column_config={"output": st.column_config.TextColumn(width="large")},
+    )
 
 
 # -- views of one run --------------------------------------------------------------------------
@@ -304,6 +368,8 @@ def _node_view(run_id: str) -> None:
     st.caption(" · ".join(facts))
     if _present(node.get("error")):
         st.error(f"Node {node_id} {node['status']}: {node['error']}")
+    if _present(node.get("suspect")):
+        st.warning(f"Suspect output: {node['suspect']}", icon="⚠️")
     if _present(node.get("note")):
         st.caption(f"Note: {node['note']}")
     if _present(node.get("reused_from")):

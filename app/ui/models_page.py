@@ -12,6 +12,7 @@ import streamlit as st
 from app.ui import state
 from engine.errors import ArborError
 from engine.models.entry_checks import EntryCheck, check_entry
+from engine.models.model_kind import DECLARED_KINDS
 from engine.models.registry import (
     DEFAULT_REMOTE_CONCURRENCY,
     DEFAULT_TIMEOUT_S,
@@ -53,6 +54,11 @@ st.dataframe(
         "price_in_per_m": st.column_config.NumberColumn("$ in / M tok", format="%.2f"),
         "price_out_per_m": st.column_config.NumberColumn("$ out / M tok", format="%.2f"),
         "max_concurrent": st.column_config.NumberColumn("concurrent"),
+        "model_kind": st.column_config.TextColumn(
+            "model kind",
+            help="base models get few-shot completion prompts, instruct models"
+            " chat prompts (when a node's prompt style is auto)",
+        ),
     },
 )
 for row in rows:
@@ -86,8 +92,39 @@ def _entry_row(entry: ModelEntry) -> None:
         except ArborError as exc:
             _flash("error", str(exc))
         st.rerun()
+    _kind_row(entry)
     if entry.name in checks:
         _show_check(checks[entry.name])
+
+
+KIND_HELP = (
+    "base: a pretrained text continuer (no chat template); nodes with prompt style auto send it"
+    " few-shot completion prompts (worked question/answer pairs). instruct: a chat model, sent"
+    " chat prompts. auto: detected from the GGUF header (a chat template or an '-it' /"
+    " 'instruct' tag means instruct); remote endpoints count as instruct."
+)
+
+
+def _kind_row(entry: ModelEntry) -> None:
+    """The entry's detected or declared kind, and the override."""
+    kind_col, pick_col = st.columns([6, 2])
+    kind_col.caption(f"Model kind: {registry.kind_of(entry).describe()}")
+    options = list(DECLARED_KINDS)
+    chosen = pick_col.selectbox(
+        "Kind",
+        options,
+        index=options.index(entry.model_kind),
+        key=f"model_kind_{entry.name}",
+        help=KIND_HELP,
+        label_visibility="collapsed",
+    )
+    if chosen != entry.model_kind:
+        try:
+            registry.update(entry.name, model_kind=chosen)
+            _flash("success", f"{entry.name!r} is now declared {chosen}.")
+        except ArborError as exc:
+            _flash("error", str(exc))
+        st.rerun()
 
 
 st.subheader("Entries")

@@ -9,17 +9,17 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from app.ui import compute_panel
+from app.services import planning
+from app.ui import compute_panel, state
 from app.ui.graph import picked_node, plan_chart
 from app.ui.widgets import model_picker
 from engine.errors import ArborError
-from engine.plan import ModelRef, Plan, editing
+from engine.models.model_kind import KindVerdict, kind_of
+from engine.plan import GenerationConfig, ModelRef, Node, Plan, editing
 from engine.plan.files import export_plan, import_plan
 from engine.plan.history import PlanHistory
 from engine.plan.templates import check_instruction
-from engine.planner.alternatives import merge_alternatives, sample_alternatives
-from engine.planner.difficulty import rate_difficulty
-from engine.planner.expand import expand_node, replan_subtree
+from engine.planner.alternatives import merge_alternatives
 from engine.prompts import preview_messages
 from storage.sessions import ArborSession
 from storage.workspace import Workspace
@@ -115,12 +115,45 @@ def selection(plan: Plan) -> str:
 
 def graph(plan: Plan, status: dict[str, str], selected: str) -> None:
     chart = plan_chart(
-        plan, status, colour_by=st.session_state.get("colour_by", "status"), selected=selected
+        plan,
+        status,
+        colour_by=st.session_state.get("colour_by", "status"),
+        selected=selected,
+        suspect=st.session_state.get("suspect_nodes"),  # set by the workbench from the run
     )
     st.altair_chart(chart, on_select="rerun", key=GRAPH_KEY, width="content")
     st.caption(
         "Click a node to edit it. Grey lines: subtask of. Dashed blue lines: uses the output of."
     )
+
+
+PROMPT_STYLES = ("auto", "chat", "base", "completion")
+PROMPT_STYLE_HELP = (
+    "auto: base prompts for base (pretrained) models, chat prompts for instruction-tuned ones."
+    " chat: the node prompt in the model's chat format. base: Arbor's few-shot completion"
+    " prompt (worked question/answer pairs in several languages, then this node's question);"
+    " what a base model such as the bundled Gemma 3 270M needs, since it echoes chat prompts."
+    " completion: the instruction alone as raw text; write your own examples into it."
+)
+
+
+def _node_kind(plan: Plan, node: Node) -> tuple[KindVerdict, str]:
+    """The node model's kind (its registry entry's override included) and the style auto
+    gives it."""
+    ref = plan.model_for(node)
+    try:
+        declared = state.registry().declared_kind(ref)
+    except ArborError:
+        declared = "auto"
+    verdict = kind_of(ref, declared)
+    return verdict, "base" if verdict.kind == "base" else "chat"
+
+
+def _style_change(inherited: GenerationConfig, prompt_format: str) -> dict[str, object]:
+    """The node's own generation settings with the chosen style; none if it did not change."""
+    if prompt_format == inherited.prompt_format:
+        return {}
+    return {"generation": inherited.model_copy(update={"prompt_format": prompt_format})}
 
 
 def node_editor(session: ArborSession, plan: Plan, selected: str) -> None:
@@ -152,6 +185,19 @@ def node_editor(session: ArborSession, plan: Plan, selected: str) -> None:
         )
         reason = reason_col.text_input("Why", value=node.difficulty_reason or "")
         node_model = model_picker(node.model, key=f"node_model_{selected}", allow_inherit=True)
+        inherited = plan.generation_for(node)
+        verdict, style = _node_kind(plan, node.model_copy(update={"model": node_model}))
+        style_col, kind_col = st.columns([1, 2])
+        prompt_format = style_col.selectbox(
+            "Prompt style",
+            list(PROMPT_STYLES),
+            index=list(PROMPT_STYLES).index(inherited.prompt_format),
+            help=PROMPT_STYLE_HELP,
+        )
+        kind_col.caption(
+            f"Model kind: {verdict.describe()}. With prompt style auto this node is sent "
+            f"{style} prompts."
+        )
         applied = st.form_submit_button("Apply changes")
     if applied:
         problems = check_instruction(plan, selected, instruction, depends_on=depends_on)
@@ -170,12 +216,16 @@ def node_editor(session: ArborSession, plan: Plan, selected: str) -> None:
                     model=node_model,
                     difficulty=difficulty,
                     difficulty_reason=reason.strip() or None,
+                    **_style_change(inherited, prompt_format),
                 ),
             )
         st.rerun()
     with st.expander("Prompt as it will be rendered"):
         try:
-            for message in preview_messages(plan, selected):
+            if inherited.prompt_format != "auto":
+                style = inherited.prompt_format
+            st.caption(f"Prompt style: {style}")
+            for message in preview_messages(plan, selected, style=style):  # type: ignore[arg-type]
                 st.text(f"[{message['role']}]\n{message['content']}")
         except ArborError as exc:
             st.error(str(exc))
@@ -270,19 +320,27 @@ def restructure(session: ArborSession, plan: Plan, selected: str) -> None:
                 st.rerun()
 
 
-def planner_actions(session: ArborSession, plan: Plan, selected: str, model: ModelRef) -> None:
-    """Model-backed actions: expand, re-plan, rate difficulty, alternatives."""
+def planner_actions(
+    session: ArborSession, plan: Plan, selected: str, model: ModelRef, ws: Workspace
+) -> None:
+    """Model-backed actions: expand, re-plan, rate difficulty, alternatives. Each is recorded
+    in the trace store as a planner run (``app.services.planning``)."""
+    traced = {"store": ws.traces, "session_id": session.id}
     cols = st.columns(4)
     if cols[0].button("Expand with planner", key="expand_node"):
         with st.spinner(f"Splitting {selected}..."):
             _planner_result(
-                session, f"expand {selected}", lambda: expand_node(plan, selected, model)
+                session,
+                f"expand {selected}",
+                lambda: planning.expand_traced(plan, selected, model, **traced),
             )
         st.rerun()
     if cols[1].button("Re-plan subtree", key="replan_subtree"):
         with st.spinner(f"Re-planning below {selected}..."):
             _planner_result(
-                session, f"re-plan {selected}", lambda: replan_subtree(plan, selected, model)
+                session,
+                f"re-plan {selected}",
+                lambda: planning.replan_traced(plan, selected, model, **traced),
             )
         st.rerun()
     if cols[2].button(
@@ -292,7 +350,7 @@ def planner_actions(session: ArborSession, plan: Plan, selected: str, model: Mod
     ):
         with st.spinner("Rating unrated nodes..."):
             try:
-                rated, notes = rate_difficulty(plan, model)
+                rated, notes = planning.rate_traced(plan, model, **traced)
             except ArborError as exc:
                 flash("error", str(exc))
             else:
@@ -314,7 +372,9 @@ def planner_actions(session: ArborSession, plan: Plan, selected: str, model: Mod
     if go_col.button("Sample alternative plans", key="sample_alternatives"):
         with st.spinner(f"Sampling {k} plans..."):
             try:
-                results = sample_alternatives(plan.task, int(k), model, plan=plan, node_id=under)
+                results = planning.alternatives_traced(
+                    plan.task, int(k), model, plan=plan, node_id=under, **traced
+                )
             except ArborError as exc:
                 flash("error", str(exc))
             else:
@@ -468,7 +528,7 @@ def render(session: ArborSession, ws: Workspace, status: dict[str, str], model: 
     with st.expander("Restructure", expanded=True):
         restructure(session, plan, selected)
     with st.expander("Planner actions", expanded=True):
-        planner_actions(session, plan, selected, model)
+        planner_actions(session, plan, selected, model, ws)
     alternatives_panel(session)
     with st.expander("Revisions"):
         revisions_panel(session, ws)

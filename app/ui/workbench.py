@@ -7,13 +7,13 @@ import json
 import pandas as pd
 import streamlit as st
 
-from app.ui import compute_panel, plan_panel, state
+from app.services import planning
+from app.ui import compute_panel, plan_panel, planner_story, state
 from app.ui.charts import tokens_per_node
 from app.ui.widgets import model_picker
 from engine.errors import ArborError
 from engine.models import backend_for
 from engine.plan import Plan, single_node_plan
-from engine.planner.decompose import decompose
 
 ws = state.workspace()
 jobs = state.jobs()
@@ -87,23 +87,34 @@ if col_decompose.button("Decompose", key="decompose", type="primary"):
     if not task.strip():
         st.error("The task is empty: type what you want done, then decompose.")
     else:
+        recorded: list[str] = []
         try:
-            with st.spinner("The planner model is splitting the task..."):
-                result = decompose(task, default_model or None)
+            with st.status("The planner model is splitting the task...") as progress:
+                result = planning.decompose_traced(
+                    task,
+                    default_model or None,
+                    store=ws.traces,
+                    session_id=session.id,
+                    on_progress=planner_story.progress_reporter(progress),
+                    on_recorded=recorded.append,
+                )
+                progress.update(label="The planner is done.", state="complete")
         except ArborError as exc:
             st.error(f"Could not decompose: {exc}")
         else:
             session.task = task
-            plan_panel.set_plan(session, result.plan)
-            st.session_state.pop("run_id", None)
-            kind = "warning" if result.fallback else "success"
-            summary = (
-                result.notes[-1]
-                if result.fallback
-                else f"Plan with {len(result.plan.root.children)} subtasks "
-                f"({result.attempts} planner call(s))."
-            )
-            _flash(kind, summary)
+            planner_story.remember(result, recorded[0] if recorded else None)
+            if result.clarification is None:
+                plan_panel.set_plan(session, result.plan)
+                st.session_state.pop("run_id", None)
+                kind = "warning" if result.fallback else "success"
+                summary = (
+                    result.notes[-1]
+                    if result.fallback
+                    else f"Plan with {len(result.plan.root.children)} subtasks "
+                    f"({result.attempts} planner call(s))."
+                )
+                _flash(kind, summary)
             st.session_state.decompose_notes = result.notes
             st.rerun()
 if col_blank.button("Start from a one-node plan", key="blank_plan"):
@@ -111,9 +122,11 @@ if col_blank.button("Start from a one-node plan", key="blank_plan"):
         st.error("The task is empty: type what you want done first.")
     else:
         session.task = task
+        planner_story.remember(None)
         plan_panel.set_plan(session, single_node_plan(task, default_model))
         st.rerun()
 
+planner_story.render(session)
 notes = st.session_state.get("decompose_notes")
 if notes:
     with st.expander(f"What the planner's output needed ({len(notes)} note(s))"):
@@ -130,6 +143,8 @@ if plan is None:
 run_id = st.session_state.get("run_id")
 job = jobs.get(run_id) if run_id else None
 live_status = job.snapshot()["status"] if job else {}
+# Finished nodes whose output failed the output check: the graph colours them "suspect".
+st.session_state.suspect_nodes = job.snapshot().get("suspect", {}) if job else {}
 plan_panel.render(session, ws, live_status, default_model or plan.default_model)
 plan = session.plan
 nodes = plan.nodes()
@@ -204,6 +219,7 @@ def _progress_table(snapshot: dict) -> pd.DataFrame:
                 "node": nid,
                 "title": nodes[nid].title if nid in nodes else nid,
                 "status": f"{status} (reused)" if nid in snapshot["reused"] else status,
+                "suspect": snapshot.get("suspect", {}).get(nid, ""),
                 "streaming": streamed[-160:],
             }
         )
@@ -262,6 +278,14 @@ elif run_id:
             + "."
         )
         (st.success if status == "completed" else st.warning)(summary)
+        suspects = [row for row in node_rows if row.get("suspect")]
+        if suspects:
+            listed = "\n".join(f"- `{row['node_id']}`: {row['suspect']}" for row in suspects)
+            st.warning(
+                f"{len(suspects)} node(s) gave output that does not look like an answer; "
+                f"read it with care:\n{listed}",
+                icon="⚠️",
+            )
         st.markdown("#### Answer")
         if record["answer"]:
             st.markdown(record["answer"])

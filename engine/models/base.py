@@ -43,6 +43,10 @@ class Completion:
     finish_reason: str | None = None
 
 
+#: Prompt formats whose one message is sent as raw text (no chat template): Arbor's few-shot
+#: base prompts and the analyst's own completion prompts.
+RAW_PROMPT_FORMATS = ("base", "completion")
+
 #: Called with each piece of text as it is generated (streaming).
 TokenCallback = Callable[[str], None]
 
@@ -65,6 +69,9 @@ class Backend(ABC):
     #: ``complete_samples`` reads the prompt once per this many samples (budgets reserve the
     #: prompt's tokens that often); 1 means every sample pays for its prompt.
     samples_per_prompt: int = 1
+    #: The model's kind as its registry entry declares it ("auto": detect it, see
+    #: ``engine.models.model_kind``); set by ``registry.apply_entry_settings``.
+    declared_kind: str = "auto"
 
     @property
     def resource_key(self) -> str:

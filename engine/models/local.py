@@ -32,7 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ModelCallFailed, ModelUnavailable
-from engine.models.base import Backend, ChatMessage, Completion, TokenCallback, Usage
+from engine.models.base import (
+    RAW_PROMPT_FORMATS,
+    Backend,
+    ChatMessage,
+    Completion,
+    TokenCallback,
+    Usage,
+)
 from engine.models.gguf import GGUF_MAGIC, detect_chat_format, read_gguf_info
 from engine.plan import GenerationConfig
 
@@ -503,7 +510,7 @@ class LocalBackend(Backend):
 
         with _using(self.path) as entry:
             started = time.perf_counter()
-            raw = config.prompt_format == "completion" and json_schema is None
+            raw = config.prompt_format in RAW_PROMPT_FORMATS and json_schema is None
             prompt = render_prompt(entry.llama, messages, config.stop, json_schema, raw=raw)
             n_prompt = len(prompt.tokens)
             _ensure_context(
@@ -557,7 +564,7 @@ class LocalBackend(Backend):
         with _using(self.path) as entry:
             started = time.perf_counter()
             prompt = render_prompt(
-                entry.llama, messages, config.stop, raw=config.prompt_format == "completion"
+                entry.llama, messages, config.stop, raw=config.prompt_format in RAW_PROMPT_FORMATS
             )
             n_prompt, max_tokens = len(prompt.tokens), config.max_tokens
             room = entry.n_ctx_train - n_prompt

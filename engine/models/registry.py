@@ -36,6 +36,7 @@ from engine.models.base import Backend
 from engine.models.bundled import bundled_model_path
 from engine.models.factory import backend_for
 from engine.models.gguf import GGUFInfo, read_gguf_info
+from engine.models.model_kind import DeclaredKind, KindVerdict, kind_of
 from engine.plan import ModelRef
 from engine.redaction import credentials_refusal, redact
 
@@ -116,6 +117,12 @@ class ModelEntry(BaseModel):
     )
     timeout_s: float = Field(
         DEFAULT_TIMEOUT_S, gt=0.0, le=3600.0, description="Remote call timeout, seconds."
+    )
+    model_kind: DeclaredKind = Field(
+        "auto",
+        description="base (a pretrained text continuer: few-shot completion prompts), instruct"
+        " (a chat model: chat prompts) or auto (detected from the GGUF header; remote endpoints"
+        " count as instruct).",
     )
     discovered: bool = Field(
         False,
@@ -231,6 +238,7 @@ def apply_entry_settings(backend: Backend, entry: ModelEntry) -> Backend:
     backend.max_concurrent = entry.max_concurrent
     backend.price_in_per_m = entry.price_in_per_m
     backend.price_out_per_m = entry.price_out_per_m
+    backend.declared_kind = entry.model_kind
     if entry.kind == "remote":
         backend.timeout_s = entry.timeout_s  # type: ignore[attr-defined]
     return backend
@@ -418,6 +426,15 @@ class Registry:
         path = bundled_model_path() if entry.kind == "bundled" else Path(entry.path or "")
         return read_gguf_info(path)
 
+    def kind_of(self, entry: ModelEntry) -> KindVerdict:
+        """The entry's model kind: its declared ``model_kind``, else detected."""
+        return kind_of(entry.ref, entry.model_kind)
+
+    def declared_kind(self, ref: ModelRef) -> DeclaredKind:
+        """The ``model_kind`` of the entry behind ``ref``; ``auto`` when it has none."""
+        entry = self.entry_for(ref)
+        return entry.model_kind if entry is not None else "auto"
+
     def rows(self) -> list[dict[str, Any]]:
         """One row per entry for tables (UI and CLI); unreadable files say why in ``problem``."""
         rows = []
@@ -431,6 +448,7 @@ class Registry:
                 "quantisation": None,
                 "size_mb": None,
                 "chat_format": None,
+                "model_kind": self.kind_of(entry).describe(),
                 "price_in_per_m": entry.price_in_per_m,
                 "price_out_per_m": entry.price_out_per_m,
                 "max_concurrent": entry.max_concurrent,
@@ -461,7 +479,7 @@ class Registry:
     def add_local(self, path: Path | str, name: str | None = None, **settings: Any) -> ModelEntry:
         """Register a GGUF file; its header is read first, so a bad file is refused with why.
 
-        ``settings`` are other entry fields (``max_concurrent``, prices).
+        ``settings`` are other entry fields (``max_concurrent``, prices, ``model_kind``).
         """
         file = Path(path).expanduser().absolute()
         info = read_gguf_info(file)  # ModelUnavailable: missing, not GGUF, truncated
@@ -494,8 +512,12 @@ class Registry:
         price_out_per_m: float = 0.0,
         max_concurrent: int = DEFAULT_REMOTE_CONCURRENCY,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        model_kind: DeclaredKind = "auto",
     ) -> ModelEntry:
-        """Register an OpenAI-compatible endpoint. Nothing is contacted; ``check_entry`` does."""
+        """Register an OpenAI-compatible endpoint. Nothing is contacted; ``check_entry`` does.
+
+        ``model_kind`` "base" sends the endpoint Arbor's few-shot completion prompts (through
+        its completions endpoint); "auto" counts it as a chat model."""
         entry = make_entry(
             f"Remote model {name!r}",
             name=name,
@@ -507,6 +529,7 @@ class Registry:
             price_out_per_m=price_out_per_m,
             max_concurrent=max_concurrent,
             timeout_s=timeout_s,
+            model_kind=model_kind,
         )
 
         def add(saved: list[ModelEntry]) -> ModelEntry:

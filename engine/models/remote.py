@@ -50,7 +50,14 @@ from tenacity import (
 )
 
 from engine.errors import CallCancelled, ModelCallFailed, ModelUnavailable
-from engine.models.base import Backend, ChatMessage, Completion, TokenCallback, Usage
+from engine.models.base import (
+    RAW_PROMPT_FORMATS,
+    Backend,
+    ChatMessage,
+    Completion,
+    TokenCallback,
+    Usage,
+)
 from engine.plan import GenerationConfig
 from engine.redaction import redact
 
@@ -363,6 +370,8 @@ def _absorb(payload: Any, out: _Streamed, on_token: TokenCallback | None, *, who
             continue  # only one sample is asked for
         part = choice.get("message" if whole else "delta") or {}
         piece = part.get("content") if isinstance(part, dict) else None
+        if piece is None and isinstance(choice.get("text"), str):
+            piece = choice["text"]  # the completions endpoint (raw prompts)
         if piece:
             out.pieces.append(piece)
             if on_token is not None:
@@ -530,11 +539,6 @@ class RemoteBackend(Backend):
         """
         if cancel is not None and cancel.is_set():
             raise CallCancelled(f"Call to {self.label} cancelled before it started.")
-        if config.prompt_format == "completion":
-            raise ModelCallFailed(
-                f"{self.label}: completion prompts (prompt format 'completion', for base models)"
-                " run on local GGUF models only; use the chat format for remote endpoints."
-            )
         headers = self._headers()
         client = self.client()
         kwargs = self._request(messages, config, json_schema)
@@ -591,12 +595,16 @@ class RemoteBackend(Backend):
     ) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "model": self.model,
-            "messages": messages,
             "temperature": config.temperature,
             "top_p": config.top_p,
             "max_tokens": config.max_tokens,
             "stream": True,
         }
+        if config.prompt_format in RAW_PROMPT_FORMATS and json_schema is None:
+            # A base model's prompt goes out as text to the completions endpoint, no template.
+            kwargs["prompt"] = "\n\n".join(message["content"] for message in messages)
+        else:
+            kwargs["messages"] = messages
         if self.base_url not in _NO_STREAM_OPTIONS:
             kwargs["stream_options"] = {"include_usage": True}
         if config.seed is not None:
@@ -627,7 +635,11 @@ class RemoteBackend(Backend):
         ``[DONE]`` and closes the response before the body's last bytes: the connection would
         then be closed instead of going back to the pool, and every call would reconnect.
         """
-        create = client.chat.completions.with_streaming_response.create
+        create: Callable[..., Any] = (
+            client.completions.with_streaming_response.create
+            if "prompt" in kwargs
+            else client.chat.completions.with_streaming_response.create
+        )
         with create(**kwargs, extra_headers=headers, timeout=self._timeout()) as response:
             request = response.http_request
             try:

@@ -23,11 +23,13 @@ class GenerationConfig(BaseModel):
         max_length=4,
         description="Generation ends when one of these strings appears (it is not returned).",
     )
-    prompt_format: Literal["chat", "completion"] = Field(
-        "chat",
-        description="chat: the node prompt in the model's chat format. completion: the node's"
-        " instruction alone as raw text, for base (not instruction-tuned) models; write"
-        " few-shot examples into the instruction. Local models only.",
+    prompt_format: Literal["auto", "chat", "base", "completion"] = Field(
+        "auto",
+        description="auto: base prompts for base (pretrained) models, chat prompts for"
+        " instruction-tuned ones (see engine.models.model_kind). chat: the node prompt in the"
+        " model's chat format. base: Arbor's few-shot completion prompt (worked question/answer"
+        " pairs, then the node's question). completion: the node's instruction alone as raw"
+        " text; write your own few-shot examples into the instruction.",
     )
 
 

@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 
 from engine.errors import PlanError
 from engine.models import Backend, backend_for
-from engine.plan import ModelRef, Node, Plan
-from engine.planner.decompose import DecomposeResult, comparable, decompose
+from engine.plan import ModelRef, Node, Plan, single_node_plan
+from engine.planner.base_planner import DEFAULT_SAMPLES
+from engine.planner.decompose import (
+    DecomposeResult,
+    PlannerStyle,
+    comparable,
+    decompose,
+    planner_style,
+)
 from engine.planner.expand import (
     ExpandResult,
     child_ids,
@@ -43,6 +51,7 @@ def sample_alternatives(
     plan: Plan | None = None,
     node_id: str | None = None,
     seed: int | None = None,
+    style: PlannerStyle = "auto",
 ) -> list[DecomposeResult | ExpandResult]:
     """``k`` plans for ``task``, or, with ``plan`` and ``node_id``, k re-plans of that subtree.
 
@@ -57,6 +66,8 @@ def sample_alternatives(
     model = model or (plan.default_model if plan is not None else ModelRef())
     backend = backend or backend_for(model)
     base_seed = seed if seed is not None else random.randrange(1 << 30)
+    if node_id is None and planner_style(model, style, backend) == "base":
+        return _base_alternatives(task, k, model, backend, base_seed)
     results: list[DecomposeResult | ExpandResult] = []
     seen: dict[tuple[str, ...], int] = {}
     for index in range(k):
@@ -70,6 +81,7 @@ def sample_alternatives(
                 backend=backend,
                 seed=sample_seed,
                 temperatures=ALTERNATIVE_TEMPERATURES,
+                style=style,
             )
             signature = _signature(result.plan, node_id)
         else:
@@ -79,12 +91,57 @@ def sample_alternatives(
                 backend=backend,
                 seed=sample_seed,
                 temperatures=ALTERNATIVE_TEMPERATURES,
+                style=style,
             )
             signature = _signature(result.plan, result.plan.root.id)
         if not result.fallback and signature in seen:
             result.notes.append(f"the same steps as alternative {seen[signature] + 1}")
         seen.setdefault(signature, index)
         results.append(result)
+    return results
+
+
+def _base_alternatives(
+    task: str, k: int, model: ModelRef, backend: Backend, seed: int
+) -> list[DecomposeResult | ExpandResult]:
+    """The k best distinct candidates of one sampled decomposition (one batched call).
+
+    Sampling k separate decompositions would give the same winner k times (the pattern's
+    skeleton usually scores best); the runners-up of one call are the alternatives.
+    """
+    result = decompose(
+        task, model, backend=backend, seed=seed, style="base", samples=max(DEFAULT_SAMPLES, k + 1)
+    )
+    if result.clarification is not None or result.fallback:
+        return [result, *(replace(result, calls=[]) for _ in range(k - 1))]
+    ranked = sorted(
+        (i for i, c in enumerate(result.candidates) if c.plan is not None),
+        key=lambda i: -result.candidates[i].total,
+    )
+    results: list[DecomposeResult | ExpandResult] = []
+    seen: set[tuple[str, ...]] = set()
+    for index in ranked:
+        candidate = result.candidates[index]
+        assert candidate.plan is not None
+        signature = _signature(candidate.plan, candidate.plan.root.id)
+        if signature in seen:
+            continue
+        seen.add(signature)
+        results.append(
+            replace(
+                result,
+                plan=candidate.plan,
+                chosen=index,
+                calls=result.calls if not results else [],
+                notes=[f"{candidate.source}, score {candidate.total:.2f}", *candidate.notes],
+            )
+        )
+        if len(results) == k:
+            break
+    while len(results) < k:
+        fallback = replace(result, plan=single_node_plan(task, model), fallback=True, calls=[])
+        fallback.notes = ["no further distinct candidate plan; here is a one-node plan to edit"]
+        results.append(fallback)
     return results
 
 

@@ -20,12 +20,26 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from engine.errors import ArborError
+from engine.language import detect_language
 from engine.models import Backend, ChatMessage, Completion, backend_for
 from engine.plan import GenerationConfig, ModelRef, Node, Plan, single_node_plan
 from engine.plan.core import instruction_cut_note
+from engine.planner.base_planner import (
+    DEFAULT_SAMPLES,
+    Progress,
+    StepCandidate,
+    listed_candidate,
+    rank_candidates,
+    sampled_candidates,
+    skeleton_candidate,
+)
+from engine.planner.listed_parts import listed_parts
+from engine.planner.patterns import classify
+from engine.planner.scoring import score_steps, total_score
+from engine.planner.vague import clarification_for
 from engine.prompts import as_user_turn, fill, load_json_asset, load_prompt
 
 MIN_SUBTASKS = 2
@@ -85,6 +99,34 @@ PLAN_SCHEMA: dict[str, Any] = {
 
 
 @dataclass
+class PlanCandidate:
+    """One plan the planner considered, with the scores that ranked it."""
+
+    #: Where it came from: "listed parts", "pattern: <name>", "sample 2", "json".
+    source: str
+    #: None when the candidate's text could not become a plan (``problem`` says why).
+    plan: Plan | None
+    #: Each criterion's score in 0..1, higher is better (relevance, coverage, ...).
+    scores: dict[str, float] = field(default_factory=dict)
+    #: The weighted sum the candidates were ranked by (higher is better).
+    total: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    problem: str | None = None
+    #: The model's raw text ("" for candidates built without a call).
+    text: str = ""
+    #: Index into ``DecomposeResult.calls`` of the call that produced it, if any.
+    call_index: int | None = None
+
+
+@dataclass
+class Clarification:
+    """What to say when a task is too vague to plan."""
+
+    message: str
+    examples: list[str] = field(default_factory=list)
+
+
+@dataclass
 class DecomposeResult:
     """A plan and the story of how it was made."""
 
@@ -94,6 +136,22 @@ class DecomposeResult:
     #: True when the model's output was unusable and ``plan`` is the one-node fallback.
     fallback: bool = False
     calls: list[Completion] = field(default_factory=list)
+    #: Every plan considered (empty for the JSON planner's single answer), best first is not
+    #: implied: ``chosen`` indexes the one ``plan`` came from.
+    candidates: list[PlanCandidate] = field(default_factory=list)
+    chosen: int | None = None
+    #: The decomposition pattern that shaped the prompt (``assets/planner/patterns.json``).
+    pattern: str | None = None
+    #: Set when the task is too vague to plan; ``plan`` is then the one-node plan.
+    clarification: Clarification | None = None
+    #: Which planner made it: "base" (few-shot completion, sampled and scored) or "chat" (JSON).
+    style: str = "chat"
+    #: The task's detected language (ISO 639-1), None when unclear.
+    language: str | None = None
+
+    @property
+    def needs_detail(self) -> bool:
+        return self.clarification is not None
 
     @property
     def attempts(self) -> int:
@@ -526,6 +584,128 @@ def call_planner(
     return PlannerOutcome(None, [], calls, failures)
 
 
+PlannerStyle = Literal["auto", "chat", "base"]
+
+
+def planner_style(
+    model: ModelRef, style: PlannerStyle = "auto", backend: Backend | None = None
+) -> Literal["chat", "base"]:
+    """Which planner a model gets: base models the sampled few-shot one, others the JSON one.
+
+    A registry entry's declared kind (carried by its ``backend``) wins over detection.
+    """
+    if style != "auto":
+        return style
+    from engine.models.model_kind import kind_of
+
+    declared = backend.declared_kind if backend is not None else "auto"
+    return "base" if kind_of(model, declared).kind == "base" else "chat"
+
+
+def _report(on_progress: Progress | None, stage: str) -> None:
+    if on_progress is not None:
+        on_progress(stage)
+
+
+def _fallback(task: str, model: ModelRef, notes: list[str], reason: str) -> Plan:
+    notes.extend(instruction_cut_note(task))
+    notes.append(
+        f"The model could not produce a usable plan ({reason}). "
+        "Here is a one-node plan to edit instead."
+    )
+    return single_node_plan(task, model)
+
+
+def steps_to_nodes(candidate: StepCandidate, ids: Sequence[str]) -> list[Node]:
+    """Plan nodes for a candidate's steps; ``ids[i]`` names step ``i``."""
+    nodes = []
+    for i, (title, instruction) in enumerate(candidate.steps):
+        deps = candidate.deps[i] if i < len(candidate.deps) else []
+        nodes.append(
+            Node(
+                id=ids[i],
+                title=title,
+                instruction=defuse_template_markers(instruction),
+                depends_on=[ids[d] for d in deps if d < i],
+            )
+        )
+    return nodes
+
+
+def _candidate_plan(task: str, candidate: StepCandidate, model: ModelRef) -> Plan:
+    children = steps_to_nodes(candidate, [f"s{i + 1}" for i in range(len(candidate.steps))])
+    plan = Plan(task=task, root=root_node(task, children), default_model=model)
+    plan.validate_graph()
+    return plan
+
+
+def _decompose_base(
+    task: str,
+    model: ModelRef,
+    backend: Backend | None,
+    *,
+    seed: int | None,
+    samples: int,
+    on_progress: Progress | None,
+) -> DecomposeResult:
+    prompt_task, notes = clip_task(task)
+    language = detect_language(prompt_task)
+    result = DecomposeResult(
+        plan=single_node_plan(task, model), notes=notes, style="base", language=language
+    )
+    listed = listed_parts(prompt_task)
+    pattern = None if listed else classify(prompt_task)
+    result.pattern = pattern.name if pattern else None
+    step_candidates: list[StepCandidate] = []
+    parts: list[str] = []
+    if listed is not None:
+        # The task names its parts: they are the plan, and no model call can improve on that.
+        step_candidates.append(listed_candidate(listed, prompt_task))
+        parts = listed.parts
+    else:
+        if pattern is not None:
+            step_candidates.append(skeleton_candidate(pattern, prompt_task, language))
+        _report(on_progress, f"sampling {samples} candidate plans")
+        backend = backend or backend_for(model)
+        sampled, calls = sampled_candidates(
+            backend, prompt_task, language, pattern, samples=samples, seed=seed
+        )
+        result.calls.extend(calls)
+        step_candidates.extend(sampled)
+    _report(on_progress, "scoring the candidates")
+    best = rank_candidates(step_candidates, prompt_task, language, parts)
+    for candidate in step_candidates:
+        plan = None
+        if candidate.problem is None:
+            plan = _candidate_plan(task, candidate, model)
+        result.candidates.append(
+            PlanCandidate(
+                source=candidate.source,
+                plan=plan,
+                scores=candidate.scores,
+                total=candidate.total,
+                notes=candidate.notes,
+                problem=candidate.problem,
+                text=candidate.text,
+                call_index=candidate.call_index,
+            )
+        )
+    if best is None:
+        reasons = "; ".join(f"{c.source}: {c.problem}" for c in step_candidates)
+        result.plan = _fallback(task, model, result.notes, reasons or "no candidate")
+        result.fallback = True
+        return result
+    chosen = result.candidates[best]
+    assert chosen.plan is not None
+    result.plan, result.chosen = chosen.plan, best
+    usable = sum(1 for c in result.candidates if c.plan is not None)
+    result.notes.append(
+        f"chose {chosen.source} (score {chosen.total:.2f}) of {usable} usable candidate(s)"
+        + (f"; pattern {result.pattern}" if result.pattern else "")
+    )
+    return result
+
+
 def _decompose(
     task: str,
     model: ModelRef | None,
@@ -533,10 +713,30 @@ def _decompose(
     backend: Backend | None,
     seed: int | None,
     temperatures: Sequence[float] = PLANNER_TEMPERATURES,
+    style: PlannerStyle = "auto",
+    samples: int = DEFAULT_SAMPLES,
+    on_progress: Progress | None = None,
 ) -> DecomposeResult:
     if not task or not task.strip():
         raise ValueError("The task is empty: type what you want done first.")
     model = model or ModelRef()
+    clarification = clarification_for(task)
+    if clarification is not None:
+        message, rewrites = clarification
+        return DecomposeResult(
+            plan=single_node_plan(task, model),
+            notes=[message],
+            clarification=Clarification(message, rewrites),
+            style="none",
+        )
+    _report(on_progress, "choosing a planner")
+    backend = backend or backend_for(model)
+    chosen_style = planner_style(model, style, backend)
+    if chosen_style == "base":
+        return _decompose_base(
+            task, model, backend, seed=seed, samples=samples, on_progress=on_progress
+        )
+    _report(on_progress, "asking the model for a plan (JSON)")
     backend = backend or backend_for(model)
     prompt_task, notes = clip_task(task)
     examples = worked_examples()
@@ -555,20 +755,35 @@ def _decompose(
         temperatures=temperatures,
         stop=copy_stops(examples),
     )
-    if outcome.value is not None:
-        return DecomposeResult(plan=outcome.value, notes=notes + outcome.notes, calls=outcome.calls)
-    reason = "; ".join(outcome.failures)
-    return DecomposeResult(
-        plan=single_node_plan(task, model),
-        notes=[
-            *notes,
-            *instruction_cut_note(task),
-            f"The model could not produce a usable plan ({reason}). "
-            "Here is a one-node plan to edit instead.",
-        ],
-        fallback=True,
-        calls=outcome.calls,
+    language = detect_language(prompt_task)
+    result = DecomposeResult(
+        plan=single_node_plan(task, model), calls=outcome.calls, style="chat", language=language
     )
+    for index, (call, failure) in enumerate(
+        zip(outcome.calls, [*outcome.failures, None], strict=False)
+    ):
+        is_answer = outcome.value is not None and index == len(outcome.calls) - 1
+        plan = outcome.value if is_answer else None
+        candidate = PlanCandidate(
+            source=f"json attempt {index + 1}",
+            plan=plan,
+            problem=None if is_answer else (failure or "unusable"),
+            text=call.text,
+            call_index=index,
+        )
+        if plan is not None:
+            readable = [f"{n.title}. {n.instruction}" for n in plan.root.children]
+            candidate.scores = score_steps(readable, prompt_task, language)
+            candidate.total = total_score(candidate.scores, len(outcome.notes))
+            result.chosen = index
+        result.candidates.append(candidate)
+    if outcome.value is not None:
+        result.plan, result.notes = outcome.value, notes + outcome.notes
+        return result
+    result.notes = notes
+    result.plan = _fallback(task, model, result.notes, "; ".join(outcome.failures))
+    result.fallback = True
+    return result
 
 
 def decompose(
@@ -578,11 +793,27 @@ def decompose(
     backend: Backend | None = None,
     seed: int | None = 7,
     temperatures: Sequence[float] = PLANNER_TEMPERATURES,
+    style: PlannerStyle = "auto",
+    samples: int = DEFAULT_SAMPLES,
+    on_progress: Progress | None = None,
 ) -> DecomposeResult:
     """Ask ``model`` to split ``task``. Never raises for bad model output; see ``DecomposeResult``.
 
-    ``temperatures`` are the first attempt's and the retry's. Raises ``ValueError`` for an empty
-    task and ``ArborError`` subclasses when the model itself is unavailable (missing file,
-    unreachable endpoint): those are the user's to fix, not repairable.
+    ``style`` picks the planner: "base" samples ``samples`` few-shot plans in one batched call
+    and keeps the best-scored (``engine.planner.base_planner``), "chat" asks for JSON under a
+    grammar with one retry (``temperatures`` are the first attempt's and the retry's), "auto"
+    chooses by the model's kind. A task too vague to plan gets ``clarification`` and no model
+    call. ``on_progress`` hears each stage ("sampling 4 candidate plans", ...). Raises
+    ``ValueError`` for an empty task and ``ArborError`` subclasses when the model itself is
+    unavailable (missing file, unreachable endpoint): those are the user's to fix.
     """
-    return _decompose(task, model, backend=backend, seed=seed, temperatures=temperatures)
+    return _decompose(
+        task,
+        model,
+        backend=backend,
+        seed=seed,
+        temperatures=temperatures,
+        style=style,
+        samples=samples,
+        on_progress=on_progress,
+    )

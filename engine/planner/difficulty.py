@@ -10,11 +10,14 @@ and is reported; the analyst's own ratings are never overwritten unless asked.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
+from engine.errors import ArborError
 from engine.models import Backend, ChatMessage, backend_for
-from engine.plan import ModelRef, Node, Plan
+from engine.models.model_kind import kind_of
+from engine.plan import GenerationConfig, ModelRef, Node, Plan
 from engine.planner.decompose import (
     DIFFICULTY_SCHEMA,
     REASON_SCHEMA,
@@ -26,7 +29,7 @@ from engine.planner.decompose import (
     comparable,
     example_exchange,
 )
-from engine.prompts import fill, load_json_asset, load_prompt
+from engine.prompts import few_shot, fill, load_json_asset, load_prompt
 
 #: Steps rated in one call; more makes the answer long and the small model loses count.
 RATE_BATCH = 8
@@ -116,6 +119,73 @@ def parse_ratings(
     return ratings, notes
 
 
+#: Temperatures of a base model's tries at one step's rating (a retry when unparseable).
+BASE_RATING_TEMPERATURES = (0.0, 0.5)
+_BASE_RATING = re.compile(r"^\s*(?:difficulty\s*[:=]?\s*)?(\d+(?:\.\d+)?)\s*[;:,.)-]?\s*(.*)", re.I)
+
+
+def parse_base_rating(text: str, title: str) -> tuple[int | None, str | None, list[str]]:
+    """``(difficulty, reason, notes)`` from a base model's ``"N; reason"`` continuation
+    (``"difficulty: N; reason"`` too); ``(None, None, [])`` when it starts with no number."""
+    match = _BASE_RATING.match(text.strip().splitlines()[0] if text.strip() else "")
+    if match is None:
+        return None, None, []
+    notes: list[str] = []
+    number = float(match.group(1))
+    difficulty, note = clean_difficulty(int(number) if number.is_integer() else number, repr(title))
+    notes.extend([note] if note else [])
+    reason, note = clean_reason(match.group(2).strip(" ;.") or None, repr(title))
+    notes.extend([note] if note else [])
+    copied = {comparable(example["output"].partition(";")[2]) for example in _base_examples()}
+    if reason is not None and comparable(reason) in copied:
+        notes.append(f"dropped the reason given for {title!r}: it copies a worked example")
+        reason = None
+    return difficulty, reason if difficulty is not None else None, notes
+
+
+def _base_examples() -> list[dict[str, str]]:
+    from engine.prompts import load_base_prompt
+
+    return list(load_base_prompt("difficulty")["examples"])
+
+
+def uses_base_prompts(plan: Plan, model: ModelRef, backend: Backend) -> bool:
+    """Whether ratings go to ``model`` as few-shot completion prompts: the plan's prompt
+    format says base, or says auto / completion and the model is a base model."""
+    chosen = plan.default_generation.prompt_format
+    if chosen in ("base", "chat"):
+        return chosen == "base"
+    return kind_of(model, backend.declared_kind).kind == "base"
+
+
+def rate_with_base_prompts(
+    backend: Backend, task: str, step: tuple[str, str], *, seed: int | None
+) -> tuple[int | None, str | None, list[str]]:
+    """One step rated by a base model: the ``difficulty`` few-shot prompt, one line back."""
+    title, instruction = step
+    text = " ".join(f"{title}: {instruction}".split()) if instruction else title
+    del task  # the worked examples rate steps on their own; the task would only confuse it
+    prompt, stops = few_shot("difficulty", text[: 2 * STEP_CHARS])
+    failures: list[str] = []
+    for attempt, temperature in enumerate(BASE_RATING_TEMPERATURES):
+        config = GenerationConfig(
+            temperature=temperature,
+            max_tokens=32,
+            seed=None if seed is None else seed + attempt,
+            stop=stops,
+            prompt_format="base",
+        )
+        try:
+            completion = backend.complete([{"role": "user", "content": prompt}], config)
+        except ArborError as exc:
+            return None, None, [f"Could not rate {title!r} ({exc})."]
+        difficulty, reason, notes = parse_base_rating(completion.text, title)
+        if difficulty is not None:
+            return difficulty, reason, notes
+        failures.append(f"attempt {attempt + 1}: no rating in {completion.text.strip()[:60]!r}")
+    return None, None, [f"Could not rate {title!r} ({'; '.join(failures)})."]
+
+
 def rate_difficulty(
     plan: Plan,
     model: ModelRef | None = None,
@@ -140,6 +210,24 @@ def rate_difficulty(
     rated = plan.model_copy(deep=True)
     notes: list[str] = []
     count = 0
+    if uses_base_prompts(plan, model, backend):
+        # A base model cannot fill the JSON ratings schema sensibly: one few-shot line a step.
+        for node in targets:
+            instruction = node.instruction or (
+                "Combine the results of its sub-steps." if node.children else ""
+            )
+            difficulty, reason, step_notes = rate_with_base_prompts(
+                backend, plan.task, (node.title, instruction), seed=seed
+            )
+            notes.extend(step_notes)
+            if difficulty is None:
+                continue
+            target = rated.node(node.id)
+            target.difficulty, target.difficulty_reason = difficulty, reason
+            count += 1
+        notes.insert(0, f"Rated {count} of {len(targets)} node(s) (base-model prompts).")
+        rated.validate_graph()
+        return rated, notes
     for start in range(0, len(targets), RATE_BATCH):
         batch = targets[start : start + RATE_BATCH]
         titles = [node.title for node in batch]

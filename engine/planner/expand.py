@@ -12,18 +12,30 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from engine.language import detect_language
 from engine.models import Backend, ChatMessage, backend_for
 from engine.plan import NODE_ID_PATTERN, ModelRef, Node, Plan
+from engine.planner.base_planner import (
+    DEFAULT_SAMPLES,
+    StepCandidate,
+    rank_candidates,
+    sampled_candidates,
+)
 from engine.planner.decompose import (
     PLANNER_TEMPERATURES,
     DecomposeResult,
+    PlanCandidate,
+    PlannerStyle,
     UnusablePlan,
     call_planner,
     clip_task,
+    comparable,
     copies_example,
     copy_stops,
     make_nodes,
     parse_subtasks,
+    planner_style,
+    steps_to_nodes,
     worked_example_turns,
     worked_examples,
 )
@@ -153,6 +165,90 @@ def expand_messages(
     return messages
 
 
+def node_task_text(plan: Plan, node_id: str) -> str:
+    """What splitting ``node_id`` is about, as one task line for a base model's prompt.
+
+    The node's instruction with its parent's title for context ("Pricing (Launch plan for a
+    vegan bakery)"), so a step like "Pricing" is not planned in a vacuum.
+    """
+    node = plan.node(node_id)
+    if node.id == plan.root.id:
+        return clip_task(plan.task)[0]
+    text = _clip(node.instruction or node.title, 200)
+    if not comparable_start(text, node.title):
+        text = f"{node.title}: {text}"
+    parent = plan.parent_of(node_id)
+    context = plan.task if parent is None or parent.id == plan.root.id else parent.title
+    if comparable(context)[:40] in comparable(text):  # the instruction already says it
+        return text
+    return f"{text} ({_clip(context, 120)})"
+
+
+def comparable_start(text: str, title: str) -> bool:
+    return text.casefold().startswith(title.casefold().rstrip(" ."))
+
+
+def _split_base(
+    plan: Plan,
+    node_id: str,
+    backend: Backend,
+    *,
+    seed: int | None,
+    replace: bool,
+    existing_titles: Sequence[str],
+    restated: Sequence[str],
+    taken: set[str],
+) -> ExpandResult:
+    node = plan.node(node_id)
+    task = node_task_text(plan, node_id)
+    language = detect_language(plan.task)
+    candidates, calls = sampled_candidates(
+        backend,
+        task,
+        language,
+        None,
+        samples=DEFAULT_SAMPLES,
+        seed=seed,
+        restated=[*restated, *existing_titles],
+    )
+    best = rank_candidates(candidates, task, language)
+    result = ExpandResult(plan=plan, calls=calls, style="base", language=language)
+    result.candidates = [_as_plan_candidate(c) for c in candidates]
+    verb = "re-plan" if replace else "split"
+    if best is None:
+        reasons = "; ".join(f"{c.source}: {c.problem}" for c in candidates)
+        result.notes.append(
+            f"The model could not {verb} {node.title!r} ({reasons}). The plan is unchanged."
+        )
+        result.fallback = True
+        return result
+    chosen = candidates[best]
+    new_children = steps_to_nodes(chosen, child_ids(set(taken), node_id, len(chosen.steps)))
+    children = new_children if replace else [*node.children, *new_children]
+    new_plan, edge_notes = replace_children(plan, node_id, children)
+    result.plan, result.chosen, result.new_ids = new_plan, best, [c.id for c in new_children]
+    result.notes = [
+        f"chose {chosen.source} (score {chosen.total:.2f}) of "
+        f"{sum(1 for c in candidates if c.problem is None)} usable candidate(s)",
+        *chosen.notes,
+        *edge_notes,
+    ]
+    return result
+
+
+def _as_plan_candidate(candidate: StepCandidate) -> PlanCandidate:
+    return PlanCandidate(
+        source=candidate.source,
+        plan=None,
+        scores=candidate.scores,
+        total=candidate.total,
+        notes=candidate.notes,
+        problem=candidate.problem,
+        text=candidate.text,
+        call_index=candidate.call_index,
+    )
+
+
 def _split(
     plan: Plan,
     node_id: str,
@@ -162,6 +258,7 @@ def _split(
     seed: int | None,
     temperatures: Sequence[float],
     replace: bool,
+    style: PlannerStyle = "auto",
 ) -> ExpandResult:
     node = plan.node(node_id)  # PlanError for an unknown id, before any model call
     model = model or plan.default_model
@@ -174,6 +271,17 @@ def _split(
     ]
     examples = worked_examples()
     taken = set(plan.nodes()) - (subtree_ids(node) - {node_id} if replace else set())
+    if planner_style(model, style, backend) == "base":
+        return _split_base(
+            plan,
+            node_id,
+            backend,
+            seed=seed,
+            replace=replace,
+            existing_titles=siblings + kept_children,
+            restated=[r for r in restated if r],
+            taken=taken,
+        )
 
     def parse(text: str) -> tuple[list[Node], list[str]]:
         subtasks, repairs = parse_subtasks(
@@ -226,6 +334,7 @@ def expand_node(
     backend: Backend | None = None,
     seed: int | None = 7,
     temperatures: Sequence[float] = PLANNER_TEMPERATURES,
+    style: PlannerStyle = "auto",
 ) -> ExpandResult:
     """Split ``node_id`` into 2-6 new children, added after any it already has.
 
@@ -233,7 +342,14 @@ def expand_node(
     ``ArborError`` when the model is unavailable; unusable model output gives ``fallback``.
     """
     return _split(
-        plan, node_id, model, backend=backend, seed=seed, temperatures=temperatures, replace=False
+        plan,
+        node_id,
+        model,
+        backend=backend,
+        seed=seed,
+        temperatures=temperatures,
+        replace=False,
+        style=style,
     )
 
 
@@ -245,6 +361,7 @@ def replan_subtree(
     backend: Backend | None = None,
     seed: int | None = None,
     temperatures: Sequence[float] = PLANNER_TEMPERATURES,
+    style: PlannerStyle = "auto",
 ) -> ExpandResult:
     """Replace everything below ``node_id`` with a fresh split; the rest of the plan is kept.
 
@@ -252,5 +369,12 @@ def replan_subtree(
     current split would give the same split back.
     """
     return _split(
-        plan, node_id, model, backend=backend, seed=seed, temperatures=temperatures, replace=True
+        plan,
+        node_id,
+        model,
+        backend=backend,
+        seed=seed,
+        temperatures=temperatures,
+        replace=True,
+        style=style,
     )

@@ -10,6 +10,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+#: Run statuses whose root finished, so the run has an answer: "suspect" is a finished run with
+#: a warning (some node's output failed ``engine.output_check``), never a failure.
+ANSWERED_STATUSES: frozenset[str] = frozenset({"completed", "suspect"})
+
+
+def is_answered(status: str | None) -> bool:
+    """Whether a run with this status finished with an answer ("completed" or "suspect")."""
+    return status in ANSWERED_STATUSES
+
 
 @dataclass(frozen=True)
 class RunStarted:
@@ -104,12 +113,18 @@ class NodeFinished:
     cost_cap_usd: float | None = None
     #: Why sampling or refining stopped where it did, budget notes.
     note: str | None = None
+    #: Why the output does not look like an answer (an echo of the prompt, a loop, cut off at
+    #: the token limit, the wrong language; ``engine.output_check``); None when it looks fine.
+    suspect: str | None = None
 
 
 @dataclass(frozen=True)
 class RunFinished:
     run_id: str
-    status: str  # "completed" | "stopped" | "failed" | "cancelled"
+    #: "completed" | "suspect" | "stopped" | "failed" | "cancelled". "suspect": the root finished
+    #: (the answer is there) but some node's output failed the output check; ``stop_reason``
+    #: then names them. Treat it as finished, with a warning.
+    status: str
     stop_reason: str | None
     answer: str | None
     input_tokens: int

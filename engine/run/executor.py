@@ -69,6 +69,13 @@ CANCEL_GRACE_S = 3.0
 Stop = tuple[str, str]
 
 
+def suspect_summary(suspects: dict[str, str]) -> str:
+    """ "2 suspect nodes: s1 echoes the prompt (...); root cut off at the token limit"."""
+    count = len(suspects)
+    listed = "; ".join(f"{node_id} {reason}" for node_id, reason in suspects.items())
+    return f"{count} suspect node{'s' if count != 1 else ''}: {listed}"
+
+
 def new_run_id() -> str:
     return f"run-{now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
 
@@ -113,6 +120,7 @@ class _Run:
             self.recorder.warnings,
             deadline=self.deadline,
         )
+        self.runner.outputs = self.outputs
         self._prepared: dict[str, Prepared] = {}
         self._outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self._running: dict[str, Prepared] = {}
@@ -304,7 +312,8 @@ class _Run:
     def _reuse(self, scheduler: Scheduler, prepared: Prepared, hit: CachedCall) -> None:
         scheduler.finish(prepared.node.id)
         self.outputs[prepared.node.id] = hit.output
-        self.recorder.reused(prepared, hit)
+        suspect = self.runner.suspect(prepared, hit.output, finish_reason=hit.finish_reason)
+        self.recorder.reused(prepared, hit, suspect)
 
     def _finish_node(self, scheduler: Scheduler, outcome: Outcome) -> None:
         node = self.nodes[outcome.node_id]
@@ -348,10 +357,20 @@ class _Run:
 
     def _finish_run(self, scheduler: Scheduler, stop: Stop | None) -> RunResult:
         root = self.plan.root.id
+        reason: str | None
         if stop is not None:
             status, reason = stop
         elif scheduler.status[root] is NodeStatus.DONE:
-            status, reason = "completed", None
+            # The answer is there; nodes whose output failed the output check make it a
+            # "suspect" run (finished, with a warning) rather than a plainly completed one.
+            results = self.recorder.results
+            suspects: dict[str, str] = {}
+            for node_id in self.order:
+                found = results.get(node_id)
+                if found is not None and found.suspect:
+                    suspects[node_id] = found.suspect
+            status = "suspect" if suspects else "completed"
+            reason = suspect_summary(suspects) if suspects else None
         else:
             failed = [n for n, s in scheduler.status.items() if s is NodeStatus.FAILED]
             status = "failed"
@@ -411,4 +430,5 @@ __all__ = [
     "RunResult",
     "execute_plan",
     "new_run_id",
+    "suspect_summary",
 ]

@@ -100,6 +100,9 @@ class Caller:
 
     backend: Backend
     ref: ModelRef
+    #: How this model's judge, critique and revise prompts are written ("chat" or "base");
+    #: None: as the node's own calls (``GenerationConfig.prompt_format``).
+    style: str | None = None
 
 
 def prompt_estimate(backend: Backend, messages: list[ChatMessage]) -> int:
@@ -151,9 +154,13 @@ class NodeCalls:
         return prompt_estimate(backend or self.caller.backend, messages)
 
     def _config(
-        self, seed: int | None, temperature: float | None, max_tokens: int | None
+        self,
+        seed: int | None,
+        temperature: float | None,
+        max_tokens: int | None,
+        **changes: Any,
     ) -> GenerationConfig:
-        update: dict[str, Any] = {"seed": seed}
+        update: dict[str, Any] = {"seed": seed, **changes}
         if temperature is not None:
             update["temperature"] = temperature
         if max_tokens is not None:
@@ -298,15 +305,25 @@ class NodeCalls:
         json_schema: dict[str, Any] | None = None,
         caller: Caller | None = None,
         keep_seed: bool = False,
+        prompt_format: str | None = None,
+        stop: list[str] | None = None,
     ) -> CallRecord:
         """Make (or replay) one call and return its record.
 
         Raises ``NodeBudgetExhausted`` when the meter cannot grant the minimum output,
         ``CallCancelled`` when the run halts, and whatever the backend raises on failure
         (the failed call is recorded first). ``keep_seed`` keeps the node's own seed.
+        ``prompt_format`` and ``stop`` replace the node's (a judge's or critic's own prompt).
         """
         caller = caller or self.caller
-        config = self._config(self.config.seed if keep_seed else seed, temperature, max_tokens)
+        changes: dict[str, Any] = {}
+        if prompt_format is not None:
+            changes["prompt_format"] = prompt_format
+        if stop is not None:
+            changes["stop"] = stop
+        config = self._config(
+            self.config.seed if keep_seed else seed, temperature, max_tokens, **changes
+        )
         key = call_cache_key(messages, caller.ref, config, sample_index, json_schema)
         hit = self._lookup([key]).get(key)
         if hit is not None:

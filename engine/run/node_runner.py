@@ -10,13 +10,22 @@ since the coordinator waits for every outcome.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from engine.errors import CallCancelled, user_message
+from engine.language import detect_language
 from engine.models import Backend, BackendFactory, ChatMessage
+from engine.output_check import OutputProblem, check_output, suspect_reason
 from engine.plan import GenerationConfig, ModelRef, Node, Plan
-from engine.prompts import node_messages
+from engine.prompts import (
+    MAX_UPSTREAM_CHARS,
+    base_prompt_stops,
+    merge_stops,
+    node_messages,
+    prompt_style,
+)
 from engine.run.allocation import Allocation, NodeAllocation
 from engine.run.allowances import limited_by_node, top_up
 from engine.run.budget import Grant, Meter
@@ -75,6 +84,8 @@ class Outcome:
     spent_tokens: int = 0
     spent_usd: float = 0.0
     extra_block: Grant | None = None
+    #: Why the node's output does not look like an answer (``engine.output_check``), if so.
+    suspect: str | None = None
 
 
 class NodeRunner:
@@ -108,6 +119,10 @@ class NodeRunner:
         self.time_cap_hit = False
         self.partials: dict[str, list[str]] = {}
         self._backends: dict[str, Backend] = {}
+        #: The run's finished nodes' outputs (the coordinator's dict, read here only for the
+        #: upstream outputs of a node whose inputs are all final) and the task's language.
+        self.outputs: dict[str, str] = {}
+        self._task_language: tuple[str | None] | None = None
 
     def stop_calls(self, *, time_cap: bool) -> None:
         """Halt running calls: the user cancelled or (``time_cap``) the time cap passed."""
@@ -133,18 +148,29 @@ class NodeRunner:
         try:
             prepared.ref = allocation.model
             prepared.backend = self.backend(prepared.ref)
+            generation = self.plan.generation_for(node)
+            # auto becomes chat or base by the model's kind (its registry entry may say).
+            style = prompt_style(prepared.ref, generation, prepared.backend.declared_kind)
             selector = allocation.strategy.selector
             if allocation.strategy.kind == "best_of_n" and selector.kind == "judge":
                 judge_ref = selector.judge_model or prepared.ref
-                prepared.judge = Caller(self.backend(judge_ref), judge_ref)
+                judge_backend = self.backend(judge_ref)
+                judge_style = prompt_style(judge_ref, generation, judge_backend.declared_kind)
+                prepared.judge = Caller(judge_backend, judge_ref, judge_style)
             prepared.messages = node_messages(
-                self.plan, node, outputs, self.nodes, deadline=self.deadline
+                self.plan, node, outputs, self.nodes, deadline=self.deadline, style=style
             )
         except Exception as exc:  # a backend bug must fail this node, not the run
             prepared.error = user_message(exc)
             return prepared
-        generation = self.plan.generation_for(node)
-        prepared.generation = generation.model_copy(update={"max_tokens": allocation.max_tokens})
+        # The resolved style and the base prompt's stops are part of the call (and its key).
+        prepared.generation = generation.model_copy(
+            update={
+                "max_tokens": allocation.max_tokens,
+                "prompt_format": style,
+                "stop": merge_stops(generation.stop, base_prompt_stops(style, node)),
+            }
+        )
         if allocation.strategy.kind == "single":
             prepared.cache_key = call_cache_key(
                 prepared.messages, prepared.ref, prepared.generation
@@ -169,9 +195,71 @@ class NodeRunner:
     def run(self, prepared: Prepared) -> Outcome:
         """The node's outcome; never raises (the coordinator waits for every outcome)."""
         try:
-            return self._run_strategy(prepared)
+            outcome = self._run_strategy(prepared)
         except Exception as exc:
             return Outcome(prepared.node.id, now(), user_message(exc))
+        if outcome.error is None and outcome.result is not None:
+            outcome.suspect = self.suspect(prepared, outcome.result.output, outcome.records)
+        return outcome
+
+    def task_language(self) -> str | None:
+        """The plan's task's language, detected once per run (None: too short or unclear)."""
+        if self._task_language is None:
+            self._task_language = (detect_language(self.plan.task),)
+        return self._task_language[0]
+
+    def output_check(self, prepared: Prepared) -> Callable[[str, str | None], list[OutputProblem]]:
+        """The node's output check: (output, finish reason) -> problems.
+
+        The prompt it must not copy is the node's messages without the upstream outputs
+        embedded in them: a parent quoting its children, or a step quoting the step it reads,
+        is not an echo. Built once per node (samples of a strategy share it).
+        """
+        node = prepared.node
+        upstream = [*node.depends_on, *(child.id for child in node.children)]
+        quoted = [self.outputs.get(node_id, "").strip() for node_id in upstream]
+        quoted = [q for q in quoted if q]
+        clipped = [q[:MAX_UPSTREAM_CHARS] for q in quoted if len(q) > MAX_UPSTREAM_CHARS]
+        prompt_parts = []
+        for message in prepared.messages:
+            content = str(message.get("content") or "")
+            for text in sorted({*quoted, *clipped}, key=len, reverse=True):
+                content = content.replace(text, " ")
+            prompt_parts.append(content)
+        prompt = "\n\n".join(prompt_parts)
+        instruction = node.instruction
+        language = self.task_language()
+
+        def check(output: str, finish_reason: str | None) -> list[OutputProblem]:
+            return check_output(
+                output,
+                prompt=prompt,
+                instruction=instruction,
+                finish_reason=finish_reason,
+                expected_language=language,
+            )
+
+        return check
+
+    def suspect(
+        self,
+        prepared: Prepared,
+        output: str,
+        records: list[CallRecord] | None = None,
+        finish_reason: str | None = None,
+    ) -> str | None:
+        """Why ``output`` does not look like an answer to the node's prompt, or None; the
+        finish reason is the selected call's (the one that gave the output) when ``records``
+        are given."""
+        try:
+            if records:
+                chosen = [r for r in records if r.ok and r.selected]
+                chosen = chosen or [r for r in records if r.ok and r.output == output]
+                finish_reason = chosen[-1].finish_reason if chosen else None
+            problems = self.output_check(prepared)(output, finish_reason)
+        except Exception:  # a check must never fail the node (or the run) it checks
+            return None
+        return suspect_reason(problems)
 
     def _run_strategy(self, prepared: Prepared) -> Outcome:
         node, backend, generation = prepared.node, prepared.backend, prepared.generation
@@ -209,6 +297,10 @@ class NodeRunner:
             on_text=show,
         )
         strategy = strategy_for(prepared.allocation.strategy, prepared.judge)
+        try:
+            strategy.output_check = self.output_check(prepared)
+        except Exception:  # without the node's own check, samples are checked as they are
+            strategy.output_check = None
         try:
             outcome.result = strategy.run(calls, prepared.messages)
         except NodeBudgetExhausted as exc:

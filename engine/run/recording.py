@@ -24,6 +24,7 @@ from engine.run.events import (
     NodeStarted,
     RunFinished,
     RunStarted,
+    is_answered,
 )
 from engine.run.node_runner import Outcome, Prepared, now
 from engine.run.scheduler import NodeStatus
@@ -43,6 +44,8 @@ class NodeResult:
     #: What the node's replayed (cached) calls cost when they were first made.
     replayed_tokens: int = 0
     replayed_cost_usd: float = 0.0
+    #: Why the output does not look like an answer (``engine.output_check``), if so.
+    suspect: str | None = None
 
 
 @dataclass
@@ -64,6 +67,16 @@ class RunResult:
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+    @property
+    def answered(self) -> bool:
+        """The root finished: "completed", or "suspect" (an answer, with a warning)."""
+        return is_answered(self.status)
+
+    @property
+    def suspects(self) -> dict[str, str]:
+        """Nodes whose output failed the output check, with the reason."""
+        return {n: r.suspect for n, r in self.nodes.items() if r.suspect}
 
     @property
     def attempt_tokens(self) -> int:
@@ -174,7 +187,7 @@ class Recorder:
         for record in outcome.records:
             self.emit(record.to_event(self.run_id, outcome.node_id))
 
-    def reused(self, prepared: Prepared, hit: CachedCall) -> None:
+    def reused(self, prepared: Prepared, hit: CachedCall, suspect: str | None = None) -> None:
         """A node whose output is a recorded call's: nothing was called."""
         node = prepared.node
         usage = Usage(hit.input_tokens, hit.output_tokens)
@@ -185,6 +198,7 @@ class Recorder:
             reused_from=hit.run_id,
             replayed_tokens=usage.total,
             replayed_cost_usd=prepared.backend.cost(usage) if prepared.backend else 0.0,
+            suspect=suspect,
         )
         self.emit(
             NodeFinished(
@@ -201,6 +215,7 @@ class Recorder:
                 model=prepared.backend.label if prepared.backend else None,
                 reused_from=hit.run_id,
                 strategy=prepared.allocation.strategy.label,
+                suspect=suspect,
             )
         )
 
@@ -227,6 +242,7 @@ class Recorder:
             reused_from=reused_from if status is NodeStatus.DONE else None,
             replayed_tokens=sum(r.replayed_tokens for r in replayed),
             replayed_cost_usd=sum(r.replayed_cost_usd for r in replayed),
+            suspect=outcome.suspect if status is NodeStatus.DONE else None,
         )
         self.results[node.id] = result
         self.emit(
@@ -250,6 +266,7 @@ class Recorder:
                 token_cap=outcome.token_cap,
                 cost_cap_usd=outcome.cost_cap_usd,
                 note=found.note if found else None,
+                suspect=result.suspect,
             )
         )
 

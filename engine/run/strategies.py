@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from engine.checks import (
@@ -30,8 +31,10 @@ from engine.checks import (
 )
 from engine.errors import CallCancelled
 from engine.models.base import ChatMessage
+from engine.models.model_kind import kind_of
+from engine.output_check import OutputProblem, check_output, disqualified
 from engine.plan.compute_config import SelectorConfig, StrategyConfig
-from engine.prompts import fill, load_prompt
+from engine.prompts import few_shot, fill, load_prompt, merge_stops
 from engine.run.node_calls import Caller, CallRecord, NodeBudgetExhausted, NodeCalls
 
 #: Task text shown to a judge or critic is cut to this many characters.
@@ -68,8 +71,59 @@ def _task_text(messages: list[ChatMessage]) -> str:
     return text if len(text) <= MAX_TASK_CHARS else text[:MAX_TASK_CHARS] + " [...]"
 
 
+#: An answer shown to a base model's judge or critic is cut to this many characters.
+MAX_BASE_ANSWER_CHARS = 600
+
+
+def _base_question(prompt: str) -> str:
+    """The real input of a few-shot prompt (its last block, labels removed)."""
+    block = prompt.strip().rsplit("\n\n", 1)[-1]
+    lines = block.split("\n")
+    if len(lines) > 1 and lines[-1].rstrip().endswith(":"):
+        lines = lines[:-1]  # the output label the model was to continue
+    first, _, rest = lines[0].partition(": ")
+    lines[0] = rest if rest and len(first) <= 40 else lines[0]
+    return "\n".join(lines).strip()
+
+
+def _node_task(calls: NodeCalls, messages: list[ChatMessage]) -> str:
+    """The node's question for a judge or critic: a base prompt's input, else the message."""
+    if calls.config.prompt_format == "base":
+        text = _base_question(messages[-1]["content"])
+        return text if len(text) <= MAX_TASK_CHARS else text[:MAX_TASK_CHARS] + " [...]"
+    return _task_text(messages)
+
+
+def call_style(caller: Caller, node_format: str) -> str:
+    """How ``caller``'s judge, critique and revise prompts are written: "base" or "chat".
+
+    The caller's own resolved style wins (a judge model of another kind); else the node's
+    resolved ``prompt_format``; a raw "completion" node asks the model's kind.
+    """
+    style = caller.style or node_format
+    if style in ("base", "chat"):
+        return style
+    return "base" if kind_of(caller.ref, caller.backend.declared_kind).kind == "base" else "chat"
+
+
+def _base_turn(name: str, text: str) -> tuple[list[ChatMessage], list[str]]:
+    prompt, stops = few_shot(name, text)
+    return [{"role": "user", "content": prompt}], stops
+
+
+def _short(answer: str) -> str:
+    answer = answer.strip()
+    if len(answer) <= MAX_BASE_ANSWER_CHARS:
+        return answer
+    return answer[:MAX_BASE_ANSWER_CHARS] + " [...]"
+
+
 def _usable(records: list[CallRecord]) -> list[CallRecord]:
     return [r for r in records if r.ok and r.output.strip()]
+
+
+def _skipped_note(skipped: int, usable: int) -> str:
+    return f"{skipped} of {usable} samples skipped by the output check (echo, loop or empty)"
 
 
 def vote_keys(records: list[CallRecord], vote_on: str) -> list[str]:
@@ -110,8 +164,30 @@ def vote_settled(
 class Strategy(ABC):
     """Produces a node's answer from calls made through ``NodeCalls``."""
 
+    #: The node's output check (``engine.output_check``: text, finish reason -> problems), set
+    #: by the node runner so it knows the prompt without upstream outputs; None: the check runs
+    #: against the messages as they are.
+    output_check: Callable[[str, str | None], list[OutputProblem]] | None = None
+
     def __init__(self, config: StrategyConfig):
         self.config = config
+
+    def _clean(
+        self, usable: list[CallRecord], messages: Sequence[ChatMessage]
+    ) -> tuple[list[CallRecord], int]:
+        """The samples the output check does not disqualify (an echo, a loop, empty), and how
+        many it did; all of ``usable`` when none is clean (something must still be chosen)."""
+        check = self.output_check
+        if check is None:
+            prompt = "\n\n".join(str(m.get("content") or "") for m in messages)
+
+            def check(text: str, finish: str | None) -> list[OutputProblem]:
+                return check_output(text, prompt=prompt, finish_reason=finish)
+
+        clean = [r for r in usable if not disqualified(check(r.output, r.finish_reason))]
+        if not clean:
+            return usable, 0
+        return clean, len(usable) - len(clean)
 
     @abstractmethod
     def run(self, calls: NodeCalls, messages: list[ChatMessage]) -> StrategyResult: ...
@@ -148,13 +224,17 @@ class BestOfN(Strategy):
         usable = _usable(records)
         if not usable:
             return StrategyResult("", len(records), None, "; ".join(notes) or None)
+        # Samples that echo the prompt, loop or are empty lose to any clean one (unscored).
+        candidates, skipped = self._clean(usable, messages)
+        if skipped:
+            notes.append(f"{_skipped_note(skipped, len(usable))}; not scored")
         try:
-            self._score(calls, messages, usable, notes)
+            self._score(calls, messages, candidates, notes)
         except CallCancelled:
             interrupted = True
             notes.append("halted while scoring; unscored samples were not chosen")
-        scored = [r for r in usable if r.score is not None]
-        pool = scored or usable
+        scored = [r for r in candidates if r.score is not None]
+        pool = scored or candidates
         best = max(pool, key=lambda r: (r.score or 0.0, -r.sample_index))
         best.selected = True
         for record in records:
@@ -184,13 +264,19 @@ class BestOfN(Strategy):
                 record.score = check(record.output)
             return
         judge = self.judge or calls.caller
-        task = _task_text(messages)
+        task = _node_task(calls, messages)
+        style = call_style(judge, calls.config.prompt_format)
         instructions = load_prompt("judge_score")
         for record in usable:
-            user = fill("judge_score_user", task=task, answer=record.output.strip())
-            judge_messages: list[ChatMessage] = [
-                {"role": "user", "content": f"{instructions}\n\n{user}"}
-            ]
+            stops: list[str] = []
+            if style == "base":
+                # A base model cannot follow the JSON instruction: a few-shot "Score:" prompt.
+                judge_messages, stops = _base_turn(
+                    "judge", f"{task}\nProposed answer: {_short(record.output)}"
+                )
+            else:
+                user = fill("judge_score_user", task=task, answer=record.output.strip())
+                judge_messages = [{"role": "user", "content": f"{instructions}\n\n{user}"}]
             try:
                 verdict = calls.call(
                     judge_messages,
@@ -198,9 +284,11 @@ class BestOfN(Strategy):
                     sample_index=record.sample_index,
                     temperature=0.0,
                     max_tokens=JUDGE_MAX_TOKENS,
-                    json_schema=SCORE_SCHEMA,
+                    json_schema=SCORE_SCHEMA if style == "chat" else None,
                     caller=judge,
                     seed=0,
+                    prompt_format=style,
+                    stop=stops if style == "base" else None,
                 )
             except NodeBudgetExhausted:
                 notes.append("node budget ran out while judging; unjudged samples not chosen")
@@ -236,7 +324,11 @@ def selector_check(selector: SelectorConfig) -> Callable[[str], float]:
 class SelfConsistency(Strategy):
     """Majority vote over sampled answers, stopping early once the vote is settled."""
 
+    #: The node's messages, for the output check of the samples (set by ``run``).
+    _messages: tuple[ChatMessage, ...] | list[ChatMessage] = ()
+
     def run(self, calls: NodeCalls, messages: list[ChatMessage]) -> StrategyResult:
+        self._messages = messages
         config = self.config
         most = config.samples
         first = min(config.min_samples, most) if config.early_stop else most
@@ -268,7 +360,7 @@ class SelfConsistency(Strategy):
         return self._decide(records, notes, interrupted)
 
     def _counts(self, records: list[CallRecord]) -> Counter[str]:
-        usable = _usable(records)
+        usable, _ = self._clean(_usable(records), self._messages)
         return Counter(k for k in vote_keys(usable, self.config.vote_on) if k)
 
     def _decide(
@@ -279,6 +371,14 @@ class SelfConsistency(Strategy):
         for record, key in zip(usable, keys, strict=True):
             record.vote = key or None
             record.selected = False
+        # Samples that echo the prompt, loop or are empty keep their recorded vote but it is
+        # not counted while clean samples exist.
+        clean, skipped = self._clean(usable, self._messages)
+        if skipped:
+            notes.append(f"{_skipped_note(skipped, len(usable))}; their votes not counted")
+            kept = {id(r) for r in clean}
+            pairs = [(r, k) for r, k in zip(usable, keys, strict=True) if id(r) in kept]
+            usable, keys = [r for r, _ in pairs], [k for _, k in pairs]
         counts = Counter(k for k in keys if k)
         if not counts:
             if usable:
@@ -306,34 +406,50 @@ class SelfRefine(Strategy):
         versions = [current]
         notes: list[str] = []
         interrupted = False
-        task = _task_text(messages)
+        task = _node_task(calls, messages)
+        style = call_style(calls.caller, calls.config.prompt_format)
+        base = style == "base"
         for round_index in range(self.config.refine_rounds):
             if not current.output.strip():
                 break
+            answer = current.output.strip()
             try:
+                critique_turn, critique_stops = _turn(
+                    "refine_critique", style, base_input=f"{task}\nProposed answer: {answer}",
+                    task=task, answer=answer,
+                )  # fmt: skip
                 critique = calls.call(
-                    _turn("refine_critique", task=task, answer=current.output.strip()),
+                    critique_turn,
                     role="critique",
                     sample_index=round_index,
                     temperature=0.0,
                     max_tokens=CRITIQUE_MAX_TOKENS,
-                    json_schema=CRITIQUE_SCHEMA,
+                    json_schema=None if base else CRITIQUE_SCHEMA,
                     seed=0,
+                    prompt_format=style,
+                    stop=critique_stops,
                 )
-                ok, problems = parse_critique(critique.output)
+                ok, problems = (
+                    parse_base_critique(critique.output)
+                    if base
+                    else parse_critique(critique.output)
+                )
                 if ok:
                     notes.append(f"critic found no problems in round {round_index + 1}")
                     break
+                problems = problems or "(unspecified)"
+                revise_turn, revise_stops = _turn(
+                    "refine_revise", style,
+                    base_input=f"{task}\nProposed answer: {answer}\nProblem: {problems}",
+                    task=task, answer=answer, problems=problems,
+                )  # fmt: skip
                 revised = calls.call(
-                    _turn(
-                        "refine_revise",
-                        task=task,
-                        answer=current.output.strip(),
-                        problems=problems or "(unspecified)",
-                    ),
+                    revise_turn,
                     role="revise",
                     sample_index=round_index,
                     keep_seed=True,
+                    prompt_format=style,
+                    stop=merge_stops(calls.config.stop, revise_stops or []) if base else None,
                 )
             except NodeBudgetExhausted:
                 notes.append(f"node budget ran out in round {round_index + 1}")
@@ -354,10 +470,22 @@ class SelfRefine(Strategy):
         )
 
 
-def _turn(prompt: str, **values: str) -> list[ChatMessage]:
-    return [
-        {"role": "user", "content": f"{load_prompt(prompt)}\n\n{fill(prompt + '_user', **values)}"}
-    ]
+#: The few-shot prompt (``assets/prompts/base/``) standing for each chat prompt.
+BASE_PROMPT_FOR = {"refine_critique": "critique", "refine_revise": "revise"}
+
+
+def _turn(
+    prompt: str, style: str = "chat", *, base_input: str = "", **values: str
+) -> tuple[list[ChatMessage], list[str] | None]:
+    """A critique or revise call's messages and stop strings (None: the node's own).
+
+    ``chat``: the instructions and the filled ``<prompt>_user`` text as one user turn; ``base``:
+    the few-shot prompt for ``base_input``, with that prompt's stops.
+    """
+    if style == "base":
+        return _base_turn(BASE_PROMPT_FOR[prompt], _short(base_input))
+    user = fill(prompt + "_user", **values)
+    return [{"role": "user", "content": f"{load_prompt(prompt)}\n\n{user}"}], None
 
 
 def parse_critique(text: str) -> tuple[bool, str]:
@@ -367,6 +495,14 @@ def parse_critique(text: str) -> tuple[bool, str]:
         return bool(payload.get("ok")), str(payload.get("problems") or "").strip()
     except (ValueError, AttributeError):
         return False, text.strip()[:300]
+
+
+def parse_base_critique(text: str) -> tuple[bool, str]:
+    """(satisfied, problem) from a base model's review: "OK" (any case) means satisfied."""
+    review = text.strip()
+    if re.match(r"^ok\b", review, re.IGNORECASE) or not review:
+        return bool(review), "" if review else "the critic gave no review"
+    return False, review[:300]
 
 
 def strategy_for(config: StrategyConfig, judge: Caller | None = None) -> Strategy:
@@ -388,7 +524,9 @@ __all__ = [
     "SingleCall",
     "Strategy",
     "StrategyResult",
+    "call_style",
     "leader_probability",
+    "parse_base_critique",
     "parse_critique",
     "parse_score",
     "selector_check",

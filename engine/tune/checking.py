@@ -7,6 +7,7 @@ The judge's instructions are ``assets/prompts/check_judge.md``, its request
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -64,6 +65,11 @@ class CheckResult:
     detail: str
 
 
+_CUT_VERDICT = re.compile(
+    r'\s*\{\s*"correct"\s*:\s*(true|false)\s*(?:,\s*"reason"\s*:\s*"([^"]*))?', re.DOTALL
+)
+
+
 def _first_line(text: str) -> str:
     return next((line for line in text.splitlines() if line.strip()), "")
 
@@ -82,6 +88,11 @@ def _judge(output: str, expected: str, judge: Backend) -> CheckResult:
     except ArborError as exc:
         return CheckResult(False, f"the judge call failed: {exc}")
     found, verdict = find_json(completion.text)
+    if not found and (cut := _CUT_VERDICT.match(completion.text)) is not None:
+        # The schema puts the verdict first; a reason cut off at the token limit loses nothing
+        # the check needs (the bundled model's reasons often run to the limit).
+        verdict = {"correct": cut.group(1) == "true", "reason": f"{cut.group(2) or ''} [cut off]"}
+        found = True
     if not found or not isinstance(verdict, dict) or not isinstance(verdict.get("correct"), bool):
         return CheckResult(
             False, f"the judge's answer could not be read as a verdict: {completion.text[:80]!r}"

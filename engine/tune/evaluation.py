@@ -102,7 +102,8 @@ def _outcome(
     judge: Backend | None,
 ) -> ExampleOutcome:
     output = result.answer if result is not None else None
-    if result is not None and error is None and result.status != "completed":
+    # A "suspect" run answered (with a warning): its answer is checked like any other.
+    if result is not None and error is None and not result.answered:
         error = f"run {result.status}: {result.stop_reason or 'no reason given'}"
     try:
         verdict = check_answer(output, example.expected, checker, judge=judge)

@@ -19,6 +19,9 @@ Modules:
   appender.
 - ``writer``: ``TraceWriter``, the buffered run listener (background thread, group commit,
   releasing the file when idle), and the exit hook that closes writers left open.
+- ``planner_runs``: ``record_planner_run``: a planner action (decompose, expand, re-plan,
+  rate, alternatives) as a run of that ``kind``, with every call and candidate plan and its
+  scores (``model_calls.detail``); ``planner_calls`` reads them back.
 - ``liveness``: ``process_alive`` (boot time, reused pids) and finding and marking runs whose
   process is gone.
 - ``sharing``: what stores and writers on one file share in this process: the live writers and

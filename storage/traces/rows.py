@@ -43,6 +43,7 @@ NODE_COLUMNS = (
     "token_cap",
     "cost_cap_usd",
     "note",
+    "suspect",
 )
 CALL_COLUMNS = (
     "call_id",
@@ -91,6 +92,7 @@ NODE_ARROW_SCHEMA = pa.schema(
         ("token_cap", pa.int64()),
         ("cost_cap_usd", pa.float64()),
         ("note", pa.string()),
+        ("suspect", pa.string()),
     ]
 )
 
@@ -181,6 +183,7 @@ def _node_row(event: NodeFinished, title: str, model: str | None, started: datet
         event.token_cap,
         event.cost_cap_usd,
         event.note,
+        event.suspect,
     ]
 
 
@@ -250,7 +253,8 @@ def collapse(events: Iterable[Event], state: WriterState) -> Rows:
     return rows
 
 
-# finished_at, reused_from, cost_usd, strategy, samples, agreement, caps, note of a running node
-_NO_END = (None, None, 0.0, None, None, None, None, None, None)
+# finished_at, reused_from, cost_usd, strategy, samples, agreement, caps, note, suspect of a
+# running node
+_NO_END = (None, None, 0.0, None, None, None, None, None, None, None)
 
 __all__ = ["CALL_COLUMNS", "NODE_COLUMNS", "Rows", "WriterState", "collapse"]

@@ -6,20 +6,25 @@ Tables (each column's meaning is in the migration that adds it)::
     runs(run_id, session_id, task, status, stop_reason, answer, input_tokens, output_tokens,
          started_at, finished_at, plan_json, caps_json,
          resumed_from, pid, cost_usd,                                      -- v2 columns
-         origin)                                                           -- v4
+         origin,                                                           -- v4
+         kind)                                                             -- v8
     node_executions(run_id, node_id, title, model, status, output, error, input_tokens,
                     output_tokens, started_at, finished_at,
                     reused_from, cost_usd,                                 -- v2 columns
-                    strategy, samples, agreement, token_cap, cost_cap_usd, note)   -- v3
+                    strategy, samples, agreement, token_cap, cost_cap_usd, note,   -- v3
+                    suspect)                                               -- v7
     model_calls(call_id, run_id, node_id, model, prompt, output, input_tokens, output_tokens,
                 latency_s, status, error, started_at, finished_at,
                 sample_index, seed, cache_key, cost_usd, finish_reason,    -- v2 columns
                 role, score, vote, selected, reused_from,                  -- v3
-                imported)                                                  -- v4
+                imported,                                                  -- v4
+                detail)                                                    -- v8
     evaluations(...), evaluation_results(...)                              -- v3
 
-``runs.status`` is running | completed | stopped | failed | cancelled | interrupted; a run is
-*interrupted* when the process that ran it (``runs.pid``) died while it was ``running``.
+``runs.status`` is running | completed | suspect | stopped | failed | cancelled | interrupted; a
+run is *interrupted* when the process that ran it (``runs.pid``) died while it was ``running``,
+*suspect* when its root finished but some node's output failed the output check
+(``node_executions.suspect`` holds each such node's reason, ``stop_reason`` the summary).
 ``node_executions.status`` is running | done | failed | blocked | skipped | cancelled |
 interrupted; ``reused_from`` names the run whose recorded call gave a node its output (no model
 was called). ``model_calls.status`` is ok | error | cancelled; ``cache_key`` is the call's
@@ -159,7 +164,7 @@ def _add_v4_spans_and_imports(con: duckdb.DuckDBPyConnection) -> None:
         ALTER TABLE model_calls ADD COLUMN imported BOOLEAN DEFAULT false;
         """
     )
-    con.execute(SPANS_VIEW)
+    con.execute(_spans_view(suspect=False))
 
 
 #: Columns where a URL with credentials could have been recorded before they were refused.
@@ -208,7 +213,19 @@ def _provider(column: str) -> str:
 #: ``gen_ai_provider_name`` comes from the backend's model label: a local GGUF file name ends in
 #: ``.gguf`` (llama.cpp), a remote one is ``model@base_url`` (the OpenAI API, whoever serves it).
 #: A view costs nothing to write: the rows are the three tables the writer already appends to.
-SPANS_VIEW = f"""
+def _spans_view(*, suspect: bool) -> str:
+    """The spans view; ``suspect``: with ``arbor_suspect`` (migration 7 adds its column)."""
+    run_extra = ", CASE WHEN r.status = 'suspect' THEN r.stop_reason END AS arbor_suspect"
+    run_extra = run_extra if suspect else ""
+    node_extra = ", n.suspect" if suspect else ""
+    none_extra = ", NULL" if suspect else ""
+    node_message = (
+        "coalesce(n.error, 'suspect: ' || n.suspect, n.note)"
+        if suspect
+        else "coalesce(n.error, n.note)"
+    )
+    run_ok = "('completed', 'suspect')" if suspect else "('completed')"
+    return f"""
 CREATE OR REPLACE VIEW spans AS
 WITH sample_groups AS (
     SELECT run_id, node_id, sample_index,
@@ -233,7 +250,7 @@ SELECT md5(r.run_id) AS trace_id,
        'invoke_agent arbor' AS name,
        r.started_at AS start_time, coalesce(r.finished_at, r.started_at) AS end_time,
        r.status,
-       CASE WHEN r.status = 'completed' THEN 'OK'
+       CASE WHEN r.status IN {run_ok} THEN 'OK'
             WHEN r.status IN ('failed', 'interrupted', 'stopped') THEN 'ERROR'
             ELSE 'UNSET' END AS status_code,
        r.stop_reason AS status_message,
@@ -251,7 +268,7 @@ SELECT md5(r.run_id) AS trace_id,
        CAST(NULL AS DOUBLE) AS arbor_score, CAST(NULL AS VARCHAR) AS arbor_vote,
        CAST(NULL AS BOOLEAN) AS arbor_selected, CAST(NULL AS VARCHAR) AS arbor_strategy,
        r.resumed_from AS arbor_reused_from,
-       r.task AS input, r.answer AS output
+       r.task AS input, r.answer AS output{run_extra}
 FROM runs r
 UNION ALL
 SELECT md5(n.run_id), substr(md5(n.run_id || '/' || n.node_id), 1, 16),
@@ -262,12 +279,12 @@ SELECT md5(n.run_id), substr(md5(n.run_id || '/' || n.node_id), 1, 16),
        n.status,
        CASE WHEN n.status = 'done' THEN 'OK'
             WHEN n.status IN ('failed', 'interrupted') THEN 'ERROR' ELSE 'UNSET' END,
-       coalesce(n.error, n.note),
+       {node_message},
        'invoke_agent', {_provider("n.model")}, n.model, NULL, NULL,
        n.input_tokens, n.output_tokens,
        n.node_id, n.title, NULL, NULL, n.cost_usd,
        NULL, NULL, NULL, n.strategy, n.reused_from,
-       NULL, n.output
+       NULL, n.output{node_extra}
 FROM node_executions n
 UNION ALL
 SELECT md5(g.run_id),
@@ -282,7 +299,7 @@ SELECT md5(g.run_id),
        g.input_tokens, g.output_tokens,
        g.node_id, NULL, NULL, NULL, g.cost_usd,
        g.score, g.vote, g.selected, NULL, NULL,
-       NULL, NULL
+       NULL, NULL{none_extra}
 FROM sample_groups g
 UNION ALL
 SELECT md5(c.run_id), substr(md5(c.call_id), 1, 16),
@@ -298,11 +315,16 @@ SELECT md5(c.run_id), substr(md5(c.call_id), 1, 16),
        c.input_tokens, c.output_tokens,
        c.node_id, NULL, NULL, c.role, c.cost_usd,
        c.score, c.vote, c.selected, NULL, c.reused_from,
-       c.prompt, c.output
+       c.prompt, c.output{none_extra}
 FROM model_calls c
 LEFT JOIN sample_groups g
        ON g.run_id = c.run_id AND g.node_id = c.node_id AND g.sample_index = c.sample_index
 """
+
+
+#: The current spans view (``arbor_suspect``: why a node's output, or a run's, is suspect; a
+#: suspect run is finished with an answer, so its ``status_code`` is OK).
+SPANS_VIEW = _spans_view(suspect=True)
 
 
 #: A run's token and cost totals as readers show them: a running run's totals are written when
@@ -331,6 +353,37 @@ def _add_v6_run_totals(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(RUN_TOTALS_VIEW)
 
 
+def _add_v7_suspect(con: duckdb.DuckDBPyConnection) -> None:
+    """Outputs that are not answers (``engine.output_check``): why, per node."""
+    con.execute(
+        """
+        -- why the output does not look like an answer (an echo, a loop, cut off); NULL: fine
+        ALTER TABLE node_executions ADD COLUMN suspect VARCHAR;
+        """
+    )
+    con.execute(SPANS_VIEW)
+
+
+#: What ``runs.kind`` may hold: an execution of a plan, or one planner action.
+RUN_KINDS = ("execution", "decompose", "expand", "replan", "rate", "alternatives")
+#: The planner's kinds (every kind but "execution").
+PLANNER_KINDS = RUN_KINDS[1:]
+
+
+def _add_v8_planner_runs(con: duckdb.DuckDBPyConnection) -> None:
+    """Planner actions become runs: ``runs.kind`` tells them from executions, and each planner
+    call keeps what ranked it in ``model_calls.detail``."""
+    con.execute(
+        """
+        -- execution | decompose | expand | replan | rate | alternatives (RUN_KINDS)
+        ALTER TABLE runs ADD COLUMN kind VARCHAR DEFAULT 'execution';
+        -- JSON: a planner candidate's source, per-criterion scores, problem and notes
+        ALTER TABLE model_calls ADD COLUMN detail VARCHAR;
+        """
+    )
+    con.execute("UPDATE runs SET kind = 'execution' WHERE kind IS NULL")
+
+
 #: Ordered, named migrations; a store records which it has applied. Append, never edit.
 MIGRATIONS: list[tuple[str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     ("create runs, node_executions, model_calls", _create_v1),
@@ -339,7 +392,9 @@ MIGRATIONS: list[tuple[str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     ("spans view (OpenTelemetry GenAI names), imported runs", _add_v4_spans_and_imports),
     ("mask credentials left in recorded base URLs", _redact_url_credentials_v5),
     ("run_totals view: a running run's tokens and cost are its nodes' sums", _add_v6_run_totals),
+    ("suspect outputs: node_executions.suspect, spans.arbor_suspect", _add_v7_suspect),
+    ("planner runs: runs.kind, model_calls.detail (candidate scores)", _add_v8_planner_runs),
 ]
 
 
-__all__ = ["MIGRATIONS", "RUN_TOTALS_VIEW", "SPANS_VIEW"]
+__all__ = ["MIGRATIONS", "PLANNER_KINDS", "RUN_KINDS", "RUN_TOTALS_VIEW", "SPANS_VIEW"]

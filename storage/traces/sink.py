@@ -32,7 +32,8 @@ _MERGE_NODES = f"""
         agreement = excluded.agreement,
         token_cap = excluded.token_cap,
         cost_cap_usd = excluded.cost_cap_usd,
-        note = excluded.note
+        note = excluded.note,
+        suspect = excluded.suspect
 """
 
 

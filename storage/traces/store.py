@@ -254,6 +254,7 @@ class TraceStore:
         limit: int | None = None,
         detect: bool = True,
         sync: bool = True,
+        kinds: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
         """Runs, newest first, optionally only one session's, with node counts.
 
@@ -264,10 +265,20 @@ class TraceStore:
         counts nodes that finished with an output (``nodes_reused`` of them came from the
         cache); ``nodes_recorded`` counts every node row, whatever its status. ``origin`` says
         where an imported run came from; ``resumed_by`` names the run that resumed this one.
+        ``kinds`` keeps only runs of those kinds (``schema.RUN_KINDS``: ``("execution",)`` for
+        plan executions, leaving out planner actions); None lists every kind.
         """
         if sync:
             self._sync_writers()
-        where, params = ("WHERE r.session_id = ?", [session_id]) if session_id else ("", [])
+        clauses: list[str] = []
+        params: list[Any] = []
+        if session_id:
+            clauses.append("r.session_id = ?")
+            params.append(session_id)
+        if kinds is not None:
+            clauses.append("coalesce(r.kind, 'execution') IN (SELECT unnest(?::VARCHAR[]))")
+            params.append(list(kinds))
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         limit_sql = f" LIMIT {int(limit)}" if limit is not None else ""
         with self.connect() as con:
             if detect:
@@ -275,7 +286,8 @@ class TraceStore:
             cursor = con.execute(
                 "SELECT r.run_id, r.session_id, r.task, r.status, r.stop_reason,"
                 " t.input_tokens, t.output_tokens, t.cost_usd, r.started_at, r.finished_at,"
-                " r.answer, r.resumed_from, r.pid, r.origin, coalesce(n.done, 0) AS nodes_done,"
+                " r.answer, r.resumed_from, r.pid, r.origin, r.kind,"
+                " coalesce(n.done, 0) AS nodes_done,"
                 " (SELECT min(x.run_id) FROM runs x WHERE x.resumed_from = r.run_id) AS resumed_by,"
                 " coalesce(n.reused, 0) AS nodes_reused, coalesce(n.total, 0) AS nodes_recorded"
                 " FROM runs r JOIN run_totals t ON t.run_id = r.run_id"
@@ -302,7 +314,7 @@ class TraceStore:
         return self._rows(
             "SELECT node_id, title, model, status, input_tokens, output_tokens, cost_usd,"
             " started_at, finished_at, output, error, reused_from, strategy, samples, agreement,"
-            " token_cap, cost_cap_usd, note FROM node_executions"
+            " token_cap, cost_cap_usd, note, suspect FROM node_executions"
             " WHERE run_id = ? ORDER BY started_at NULLS LAST, node_id",
             [run_id],
         )

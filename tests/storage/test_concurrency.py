@@ -20,6 +20,7 @@ from streamlit.testing.v1 import AppTest
 
 from engine.plan import GenerationConfig, ModelRef, Node, Plan
 from engine.run.budget import RunCaps
+from engine.run.events import ANSWERED_STATUSES
 from storage.trace_queries import RunFilter, TraceQueries
 from storage.workspace import Workspace
 from tests.support.loopback import LoopbackServer
@@ -107,9 +108,10 @@ def test_a_cli_run_writes_while_the_ui_reads_and_runs_and_no_row_is_lost(tmp_pat
     assert "lock" not in (stdout + stderr).lower(), stderr
     assert renders >= 2 and reads_while_running >= 5
     ui_run = ui_result["run"]
-    assert ui_run.status == "completed" and not ui_run.warnings, ui_run.warnings
+    # Replies cut at max_tokens=8 make the runs "suspect" (cut off): finished, with answers.
+    assert ui_run.status in ANSWERED_STATUSES and not ui_run.warnings, ui_run.warnings
     counts = {row["run_id"]: row for row in queries.runs().to_dict("records")}
-    assert counts[cli_run]["status"] == "completed" and counts[cli_run]["nodes"] == 241
+    assert counts[cli_run]["status"] in ANSWERED_STATUSES and counts[cli_run]["nodes"] == 241
     assert counts[cli_run]["calls"] == 241
     assert counts[ui_run.run_id]["nodes"] == 61 and counts[ui_run.run_id]["calls"] == 61
     assert server.stats.requests == 241 + 61

@@ -19,10 +19,11 @@ import pytest
 
 from engine.errors import TraceStoreError
 from engine.plan import GenerationConfig, Node, Plan
-from engine.prompts import node_messages
+from engine.prompts import base_prompt_stops, merge_stops, node_messages, prompt_style
 from engine.run.budget import RunCaps
 from engine.run.call_cache import call_cache_key
 from engine.run.events import (
+    ANSWERED_STATUSES,
     ModelCallFinished,
     NodeFinished,
     NodeProgress,
@@ -197,7 +198,7 @@ def test_a_v1_store_migrates_to_v2_and_keeps_its_rows(tmp_path, monkeypatch):
         con.close()
 
     store = TraceStore(path)
-    assert store.schema_version() == 6 == len(MIGRATIONS)
+    assert store.schema_version() == len(MIGRATIONS)
     old = store.run("old")
     assert old["origin"] is None  # v4: recorded here, not imported
     assert (old["status"], old["answer"], old["input_tokens"]) == ("completed", "yes", 4)
@@ -639,9 +640,19 @@ def test_resuming_an_interrupted_run_reuses_its_finished_call_and_runs_the_rest(
         )
     )
     # What a run killed after its first leaf leaves behind, keyed the way the executor keys.
+    # (NodeRunner.prepare resolves the prompt style and adds the base prompt's stops.)
     fruit = plan.nodes()["fruit"]
-    generation = plan.default_generation.model_copy(update={"max_tokens": 24})
-    key = call_cache_key(node_messages(plan, fruit, {}), plan.model_for(fruit), generation)
+    default = plan.default_generation
+    style = prompt_style(plan.model_for(fruit), default)
+    generation = default.model_copy(
+        update={
+            "max_tokens": 24,
+            "prompt_format": style,
+            "stop": merge_stops(default.stop, base_prompt_stops(style, fruit)),
+        }
+    )
+    messages = node_messages(plan, fruit, {}, style=style)
+    key = call_cache_key(messages, plan.model_for(fruit), generation)
     started = datetime.now(UTC) - timedelta(minutes=1)
     store = workspace.traces
     store.record(
@@ -662,7 +673,8 @@ def test_resuming_an_interrupted_run_reuses_its_finished_call_and_runs_the_rest(
 
     result = workspace.resume_run("killed")
 
-    assert result.status == "completed", result.stop_reason
+    # (the bundled model may answer in Spanish or stop at the limit: "suspect", answered)
+    assert result.status in ANSWERED_STATUSES, result.stop_reason
     assert result.resumed_from == "killed" and result.run_id != "killed"
     assert result.reused == ["fruit"] and sorted(result.executed) == ["root", "veg"]
     assert result.nodes["fruit"].reused_from == "killed"
@@ -672,7 +684,7 @@ def test_resuming_an_interrupted_run_reuses_its_finished_call_and_runs_the_rest(
     )
     new = store.runs()[0]
     assert new["run_id"] == result.run_id and new["resumed_from"] == "killed"
-    assert new["session_id"] == session.id and new["status"] == "completed"
+    assert new["session_id"] == session.id and new["status"] == result.status
     assert (new["nodes_done"], new["nodes_reused"]) == (3, 1)
     root_call = next(c for c in store.model_calls(result.run_id) if c["node_id"] == "root")
     assert "Mango" in root_call["prompt"]  # the reused output fed the rest of the plan

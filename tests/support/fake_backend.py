@@ -162,12 +162,14 @@ class ScriptedPlanner(Backend):
     """
 
     label = "scripted"
+    #: It answers in JSON like an instruction-tuned model, so "auto" gives it the JSON planner.
+    declared_kind = "instruct"
 
     def __init__(self, *texts: str):
         self.texts = list(texts)
         self.requests: list[tuple[list[ChatMessage], GenerationConfig, Any]] = []
 
-    def complete(self, messages, config, *, json_schema=None) -> Completion:
+    def complete(self, messages, config, *, json_schema=None, **_: Any) -> Completion:
         self.requests.append((messages, config, json_schema))
         if not self.texts:
             raise AssertionError("the planner was called more often than scripted")

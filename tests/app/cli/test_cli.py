@@ -12,6 +12,7 @@ import pytest
 
 from engine.plan import GenerationConfig, Node, Plan
 from engine.run.budget import RunCaps
+from engine.run.events import ANSWERED_STATUSES
 from storage.sessions import ArborSession
 from storage.workspace import Workspace
 from tests.support.cli import run_cli as _cli
@@ -46,13 +47,13 @@ def test_cli_runs_a_plan_file_prints_answer_and_run_id_and_traces_it(tmp_path, b
         data, "run", str(plan_file), "--total-tokens", "2000", "--max-tokens-per-node", "24"
     )
     assert proc.returncode == 0, proc.stderr
-    assert "status: completed" in proc.stdout
+    assert "status: completed" in proc.stdout or "status: suspect" in proc.stdout
     run_id = RUN_ID.search(proc.stdout).group(1)
     answer = _answer(proc.stdout)
     assert answer and answer != "(no answer)"
     assert "started  pick" in proc.stderr and "done     root" in proc.stderr  # live progress
     run = Workspace(data).traces.run(run_id)
-    assert run["status"] == "completed" and run["answer"].strip() == answer
+    assert run["status"] in ANSWERED_STATUSES and run["answer"].strip() == answer
     caps = RunCaps.model_validate_json(run["caps_json"])
     assert caps.total_tokens == 2000 and caps.max_tokens_per_node == 24
 

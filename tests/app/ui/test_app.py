@@ -164,11 +164,12 @@ def test_run_shows_answer_and_model_calls_then_session_reopens(app, tmp_path):
     app.button(key="run_plan").click().run()
     reused_run = _wait_for_answer(app, after=run_id)
     assert Workspace(tmp_path).traces.model_calls(reused_run) == []
-    assert any("reused 1 unchanged: root" in s.value for s in app.success)
+    # The summary is a success, or a warning when the run is "suspect" (an echo, cut off).
+    assert any("reused 1 unchanged: root" in s.value for s in [*app.success, *app.warning])
     app.button(key="rerun_from").click().run()
     forced_run = _wait_for_answer(app, after=reused_run)
     assert len(Workspace(tmp_path).traces.model_calls(forced_run)) == 1
-    assert any("Executed 1 node(s)." in s.value for s in app.success)
+    assert any("Executed 1 node(s)." in s.value for s in [*app.success, *app.warning])
 
     app.text_input(key="session_name").input("Haiku session")
     app.button(key="save_session").click().run()
@@ -204,14 +205,14 @@ def test_alternatives_are_shown_side_by_side_and_ticked_subtasks_merge(app, monk
     """The UI's wiring of alternatives: side by side, tick, merge, undo. The planner's answers
     are scripted here (two real samples took 90 s of the suite); the bundled model sampling
     alternatives is tested in test_alternatives.py and the planner in the browser tests."""
-    from engine.planner import alternatives
+    from app.services import planning
     from tests.support.fake_backend import ScriptedPlanner, planner_json, subtask
 
     scripted = ScriptedPlanner(
         planner_json(subtask("Choose the park"), subtask("Pack the food", ("Choose the park",))),
         planner_json(subtask("Invite the friends"), subtask("Bring games")),
     )
-    monkeypatch.setattr(alternatives, "backend_for", lambda model: scripted)
+    monkeypatch.setattr(planning, "backend_for", lambda model: scripted)
     _one_node_plan(app, "Plan a picnic for six friends in a city park.")
     app.button(key="sample_alternatives").click().run(timeout=300)
     assert not app.exception

@@ -241,6 +241,32 @@ def test_a_run_still_being_written_is_listed_as_running(tmp_path, monkeypatch):
         writer.close()
 
 
+def test_a_suspect_run_shows_a_warning_and_its_node_the_reason(tmp_path, monkeypatch):
+    from engine.run.events import NodeFinished, RunFinished
+
+    ws = Workspace(tmp_path)
+    at_time = datetime.now(UTC)
+    reason = "echoes the prompt (100% of its words copied)"
+    summary = f"1 suspect node: root {reason}"
+    with ws.traces.writer() as write:
+        write(RunStarted("echo", None, "Say hi", "{}", "{}", at_time))
+        write(
+            NodeFinished(
+                "echo", "root", "Say hi", "done", "Say hi", None, 2, 2, at_time, at_time,
+                suspect=reason,
+            )
+        )  # fmt: skip
+        write(RunFinished("echo", "suspect", summary, "Say hi", 2, 2, at_time))
+    at = _open(tmp_path, monkeypatch)
+    table = _table(at, "run id")
+    assert table["status"].tolist() == ["suspect"] and table["suspect"].tolist() == [1]
+    assert any(summary in w.value for w in at.warning)
+    _show(at, "Node detail")
+    assert any(f"Suspect output: {reason}" in w.value for w in at.warning)
+    _show(at, "Cost per node")
+    assert _table(at, "call_latency_s")["suspect"].tolist() == [reason]
+
+
 # -- one run -------------------------------------------------------------------------------------
 def test_the_timeline_has_a_lane_per_node_with_its_span_and_its_calls(page, seeded):
     _show(page, "Timeline", seeded.first.run_id)
@@ -416,7 +442,7 @@ def test_a_real_run_shows_its_rendered_prompt_and_output(workspace, monkeypatch)
         default_generation=GenerationConfig(temperature=0.0, max_tokens=8, seed=7),
     )
     result = workspace.run_plan(plan, RunCaps(total_tokens=2000, max_tokens_per_node=16))
-    assert result.status == "completed"
+    assert result.answered, result.stop_reason  # "suspect" when an output is cut off at 8 tokens
     [call] = [c for c in workspace.traces.model_calls(result.run_id) if c["node_id"] == "fruit"]
     at = _open(workspace.root, monkeypatch)
     _show(at, "Node detail", result.run_id)

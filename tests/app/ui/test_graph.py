@@ -73,3 +73,20 @@ def test_picked_node_reads_streamlit_selection_state():
     assert picked_node({"selection": {SELECTION: [{"id": "a"}]}}) == "a"
     assert picked_node({"selection": {SELECTION: []}}) is None
     assert picked_node(None) is None
+
+
+def test_a_suspect_node_has_its_own_colour_and_its_reason_in_the_tooltip():
+    from app.ui.graph import STATUS_COLOURS
+
+    reason = "echoes the prompt (84% of its words copied)"
+    status = {"root": "done", "a": "done", "b": "failed"}
+    nodes, _ = plan_frames(_plan(), status, {"a": reason, "b": "ignored: it failed"})
+    by_id = nodes.set_index("id")
+    assert by_id.loc["a", "status"] == "suspect" and by_id.loc["a", "suspect"] == reason
+    assert by_id.loc["root", "status"] == "done" and by_id.loc["b", "status"] == "failed"
+    spec = plan_chart(_plan(), status, suspect={"a": reason}).to_dict()
+    node_layer = spec["layer"][1]["encoding"]
+    assert "suspect" in [t["field"] for t in node_layer["tooltip"]]
+    scale = node_layer["color"]["scale"]
+    assert STATUS_COLOURS["suspect"] in scale["range"] and "suspect" in scale["domain"]
+    assert len(set(STATUS_COLOURS.values())) == len(STATUS_COLOURS)  # distinct colours

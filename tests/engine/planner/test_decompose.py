@@ -174,7 +174,7 @@ def test_build_plan_maps_dependencies_to_node_ids_under_one_root():
 
 def test_decompose_retries_once_at_a_higher_temperature_after_unusable_output():
     planner = ScriptedPlanner("not json", _text(_sub("A"), _sub("B", [1])))
-    result = decompose("do a thing", backend=planner)
+    result = decompose("Plan a garden party", backend=planner, style="chat")
     assert not result.fallback and result.attempts == 2
     assert [len(c.children) for c in [result.plan.root]] == [2]
     temperatures = [config.temperature for _, config, _ in planner.requests]
@@ -184,7 +184,7 @@ def test_decompose_retries_once_at_a_higher_temperature_after_unusable_output():
 
 def test_decompose_falls_back_to_one_node_plan_with_the_reasons():
     planner = ScriptedPlanner("no", _text(_sub("Only")))
-    result = decompose("Write a limerick", backend=planner)
+    result = decompose("Write a limerick", backend=planner, style="chat")
     assert result.fallback and result.attempts == 2
     assert result.plan.execution_order() == ["root"]
     assert result.plan.root.instruction == "Write a limerick"
@@ -195,12 +195,13 @@ def test_decompose_falls_back_to_one_node_plan_with_the_reasons():
 
 
 def test_decompose_cuts_a_very_long_task_in_the_prompt_but_keeps_it_in_the_plan():
-    task = "x" * (MAX_TASK_CHARS_IN_PROMPT + 500)
+    head = "Summarise "
+    task = head + "x" * (MAX_TASK_CHARS_IN_PROMPT + 500)
     planner = ScriptedPlanner(_text(_sub("A"), _sub("B")))
-    result = decompose(task, backend=planner)
+    result = decompose(task, backend=planner, style="chat")
     prompt = "\n".join(m["content"] for m in planner.requests[0][0])
-    assert "x" * MAX_TASK_CHARS_IN_PROMPT + " [...]" in prompt
-    assert "x" * (MAX_TASK_CHARS_IN_PROMPT + 1) not in prompt
+    assert head + "x" * (MAX_TASK_CHARS_IN_PROMPT - len(head)) + " [...]" in prompt
+    assert "x" * (MAX_TASK_CHARS_IN_PROMPT - len(head) + 1) not in prompt
     assert result.plan.task == task
     assert any(f"planner saw the first {MAX_TASK_CHARS_IN_PROMPT}" in n for n in result.notes)
 
@@ -208,7 +209,7 @@ def test_decompose_cuts_a_very_long_task_in_the_prompt_but_keeps_it_in_the_plan(
 def test_a_task_over_20000_characters_falls_back_to_a_cut_one_node_plan_with_a_note():
     task = "Summarise this report. " + "y" * 25_000
     planner = ScriptedPlanner("no", "still no")
-    result = decompose(task, backend=planner)  # raised a raw ValidationError before
+    result = decompose(task, backend=planner, style="chat")  # raised a raw ValidationError before
     assert result.fallback and result.plan.task == task
     assert len(result.plan.root.instruction) == 20_000
     assert result.plan.root.instruction.endswith(" [...]")
@@ -219,7 +220,7 @@ def test_a_task_over_20000_characters_falls_back_to_a_cut_one_node_plan_with_a_n
 def test_empty_task_raises_value_error_before_any_model_call(task):
     planner = ScriptedPlanner()
     with pytest.raises(ValueError, match="task is empty"):
-        decompose(task, backend=planner)
+        decompose(task, backend=planner, style="chat")
     assert planner.requests == []
 
 
@@ -354,7 +355,7 @@ def test_template_markers_in_model_text_are_broken_up_and_reported():
 def test_tasks_of_twenty_thousand_characters_and_more_are_planned(length):
     task = ("Summarise the attached report. " * (length // 30 + 1))[:length]
     planner = ScriptedPlanner(_text(_sub("Read"), _sub("Summarise", [1])))
-    result = decompose(task, backend=planner)
+    result = decompose(task, backend=planner, style="chat")
     assert not result.fallback and result.plan.task == task
     assert len(planner.prompts[0]) < MAX_TASK_CHARS_IN_PROMPT + 5000
     assert any(f"the task is {length} characters" in n for n in result.notes)
@@ -364,7 +365,7 @@ def test_decompose_passes_the_difficulty_and_reason_into_the_nodes():
     planner = ScriptedPlanner(
         _text({**_sub("A"), "difficulty": 2, "reason": "easy"}, _sub("B", [1]))
     )
-    plan = decompose("t", backend=planner).plan
+    plan = decompose("Plan a garden party", backend=planner, style="chat").plan
     assert (plan.node("s1").difficulty, plan.node("s1").difficulty_reason) == (2, "easy")
     assert plan.node("s2").difficulty is None
 
@@ -372,7 +373,7 @@ def test_decompose_passes_the_difficulty_and_reason_into_the_nodes():
 def test_output_copying_a_worked_example_is_retried_then_falls_back():
     example = worked_examples()[0]["answer"]
     planner = ScriptedPlanner(json.dumps(example), json.dumps(example))
-    result = decompose("Write a poem about the sea", backend=planner)
+    result = decompose("Write a poem about the sea", backend=planner, style="chat")
     assert result.fallback
     assert "copied the prompt's worked example" in result.notes[-1]
 
@@ -382,7 +383,7 @@ def test_an_answer_that_starts_copying_a_worked_example_is_stopped_early_and_ret
     first = worked_examples()[0]["answer"]["subtasks"][0]
     assert stops[0] == f'{first["title"]}", "instruction": "{first["instruction"].split()[0]}'
     planner = ScriptedPlanner('{"subtasks": [{"title": "', _text(_sub("A"), _sub("B", [1])))
-    result = decompose("Plan a garden", backend=planner)
+    result = decompose("Plan a garden", backend=planner, style="chat")
     assert not result.fallback
     assert all(config.stop == stops for _, config, _ in planner.requests)
     assert "attempt 1: the model began copying a worked example" in result.notes[0]

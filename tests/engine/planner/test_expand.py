@@ -55,7 +55,7 @@ def test_expand_adds_children_with_mapped_dependencies_and_ratings_and_keeps_the
             subtask("Pick dates", [1], difficulty=3, reason="trade-offs"),
         )
     )
-    result = expand_node(plan, "s1", backend=planner)
+    result = expand_node(plan, "s1", backend=planner, style="chat")
     assert not result.fallback and result.new_ids == ["s1.1", "s1.2"]
     s1 = result.plan.node("s1")
     assert [c.title for c in s1.children] == ["Compare airlines", "Pick dates"]
@@ -77,7 +77,7 @@ def test_expand_adds_children_with_mapped_dependencies_and_ratings_and_keeps_the
 def test_the_expand_prompt_names_the_task_ancestors_and_siblings():
     plan = trip_plan()
     planner = ScriptedPlanner(planner_json(subtask("Dorm beds"), subtask("Private rooms")))
-    expand_node(plan, "s2.1", backend=planner)
+    expand_node(plan, "s2.1", backend=planner, style="chat")
     prompt = planner.requests[0][0][-1]["content"]
     assert plan.task in prompt
     assert "This step is part of:\n- Stay: Choose where to stay." in prompt
@@ -91,7 +91,7 @@ def test_expanding_a_node_with_children_appends_and_drops_repeats_of_them():
     planner = ScriptedPlanner(
         planner_json(subtask("hostels"), subtask("Apartments"), subtask("Camping"))
     )
-    result = expand_node(plan, "s2", backend=planner)
+    result = expand_node(plan, "s2", backend=planner, style="chat")
     titles = [c.title for c in result.plan.node("s2").children]
     assert titles == ["Hostels", "Guesthouses", "Apartments", "Camping"]
     assert result.new_ids == ["s2.3", "s2.4"]
@@ -104,7 +104,7 @@ def test_a_child_that_restates_the_node_is_dropped():
     planner = ScriptedPlanner(
         planner_json(subtask("Flights"), subtask("Compare airlines"), subtask("Pick dates"))
     )
-    result = expand_node(plan, "s1", backend=planner)
+    result = expand_node(plan, "s1", backend=planner, style="chat")
     assert [c.title for c in result.plan.node("s1").children] == ["Compare airlines", "Pick dates"]
     assert any("restates 'Flights'" in n for n in result.notes)
 
@@ -112,7 +112,7 @@ def test_a_child_that_restates_the_node_is_dropped():
 def test_unusable_output_twice_leaves_the_plan_unchanged_and_says_why():
     plan = trip_plan()
     planner = ScriptedPlanner('{"subtasks": [{"title": "Only', planner_json(subtask("One")))
-    result = expand_node(plan, "s1", backend=planner)
+    result = expand_node(plan, "s1", backend=planner, style="chat")
     assert result.fallback and result.plan == plan and result.new_ids == []
     assert result.attempts == 2
     assert "could not split 'Flights'" in result.notes[-1]
@@ -123,14 +123,14 @@ def test_unusable_output_twice_leaves_the_plan_unchanged_and_says_why():
 def test_an_unknown_node_is_refused_before_any_model_call():
     planner = ScriptedPlanner()
     with pytest.raises(PlanError, match="No node with id 'nope'"):
-        expand_node(trip_plan(), "nope", backend=planner)
+        expand_node(trip_plan(), "nope", backend=planner, style="chat")
     assert planner.requests == []
 
 
 def test_replan_replaces_the_subtree_keeps_the_node_settings_and_drops_dangling_edges():
     plan = trip_plan()
     planner = ScriptedPlanner(planner_json(subtask("Old town rooms"), subtask("Beach rooms")))
-    result = replan_subtree(plan, "s2", backend=planner)
+    result = replan_subtree(plan, "s2", backend=planner, style="chat")
     s2 = result.plan.node("s2")
     assert [(c.id, c.title) for c in s2.children] == [
         ("s2.1", "Old town rooms"),
@@ -148,7 +148,7 @@ def test_replan_replaces_the_subtree_keeps_the_node_settings_and_drops_dangling_
 
 def test_replan_defaults_to_a_fresh_seed_so_it_can_differ_from_the_first_split():
     planner = ScriptedPlanner(planner_json(subtask("A"), subtask("B")))
-    replan_subtree(trip_plan(), "s2", backend=planner)
+    replan_subtree(trip_plan(), "s2", backend=planner, style="chat")
     assert planner.requests[0][1].seed is None
 
 

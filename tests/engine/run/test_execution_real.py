@@ -21,7 +21,7 @@ import pytest
 
 from engine.plan import GenerationConfig, ModelRef, Node, Plan
 from engine.run.budget import RunCaps
-from engine.run.events import NodeProgress
+from engine.run.events import ANSWERED_STATUSES, NodeProgress
 from engine.run.scheduler import NodeStatus
 from storage.traces import TraceStore
 
@@ -77,12 +77,12 @@ def test_cancel_interrupts_a_local_generation_promptly(workspace):
 def test_rerun_after_an_edit_calls_only_the_changed_node_and_its_parent(workspace):
     plan = _plan(_leaf("fruit", "Name one fruit."), _leaf("veg", "Name one vegetable."))
     first = workspace.run_plan(plan, CAPS)
-    assert first.status == "completed" and first.reused == []
+    assert first.status in ANSWERED_STATUSES and first.reused == []
 
     edited = plan.model_copy(deep=True)
     edited.node("veg").instruction = "Name one green vegetable."
     second = workspace.run_plan(edited, CAPS)
-    assert second.status == "completed"
+    assert second.status in ANSWERED_STATUSES
     assert second.reused == ["fruit"]
     assert sorted(second.executed) == ["root", "veg"]
     assert second.nodes["fruit"].output == first.nodes["fruit"].output
@@ -139,7 +139,7 @@ def test_a_local_node_and_a_remote_node_run_at_the_same_time(workspace, llama_se
     result = workspace.run_plan(
         plan, RunCaps(total_tokens=6000, max_tokens_per_node=48), use_cache=False
     )
-    assert result.status == "completed"
+    assert result.status in ANSWERED_STATUSES, result.stop_reason
     calls = {c["node_id"]: c for c in workspace.traces.model_calls(result.run_id)}
     local, remote_call = calls["local"], calls["remote"]
     assert local["started_at"] < remote_call["finished_at"]
@@ -223,13 +223,13 @@ def test_a_headless_run_killed_with_sigkill_resumes_where_it_stopped(tmp_path):
     resume = _cli("resume", killed_run, data=data)
     out, err = resume.communicate(timeout=300)
     assert resume.returncode == 0, err
-    assert "status: completed" in out
+    assert "status: completed" in out or "status: suspect" in out
     reused = next(line for line in out.splitlines() if line.startswith("reused:"))
     assert all(node in reused for node in kept)
     executed = next(line for line in out.splitlines() if line.startswith("executed:"))
     assert not any(node in executed.split(":", 1)[1].split(", ") for node in kept)
     resumed = store.runs()[0]
-    assert resumed["status"] == "completed" and resumed["run_id"] != killed_run
+    assert resumed["status"] in ANSWERED_STATUSES and resumed["run_id"] != killed_run
     assert store.run(killed_run)["status"] == "interrupted"
     plan_json = json.loads(store.run(resumed["run_id"])["plan_json"])
     assert plan_json["root"]["id"] == "root"

@@ -99,6 +99,9 @@ def test_self_refine_rounds_are_traced(workspace):
 def test_a_real_run_never_passes_its_node_or_run_cap(workspace):
     strategy = StrategyConfig(kind="self_consistency", samples=8, early_stop=False)
     plan = arithmetic(strategy, max_tokens=16, budget=NodeBudget(tokens=150))
+    # The chat prompt (about 60 tokens) on purpose: the caps below are sized for it; the base
+    # prompt's worked examples (about 180 tokens) would not leave room for one sample.
+    plan.default_generation.prompt_format = "chat"
     result = workspace.run_plan(plan, RunCaps(total_tokens=1000), use_cache=False)
     node, calls = _trace(workspace, result.run_id)
     spent = node["input_tokens"] + node["output_tokens"]
@@ -129,11 +132,16 @@ def test_a_completion_prompt_lets_the_base_model_answer(workspace):
     assert "capital" not in answer.lower() and not answer.startswith("Q:")
 
 
-def test_a_remote_endpoint_refuses_a_completion_prompt_clearly():
-    from engine.errors import ModelCallFailed
+def test_a_remote_endpoint_gets_a_completion_prompt_as_raw_text():
+    """Completion and base prompts go to the endpoint's completions API, untemplated (the
+    real server's answer is tested in test_base_prompts_real.py)."""
     from engine.models.remote import RemoteBackend
 
     backend = RemoteBackend("http://127.0.0.1:9/v1", "m")
-    config = GenerationConfig(prompt_format="completion")
-    with pytest.raises(ModelCallFailed, match="local GGUF models only"):
-        backend.complete([{"role": "user", "content": "Q: 1+1\nA:"}], config)
+    messages = [{"role": "user", "content": "Q: 1+1\nA:"}]
+    for prompt_format in ("completion", "base"):
+        config = GenerationConfig(prompt_format=prompt_format, stop=["\n"])
+        request = backend._request(messages, config, None)  # type: ignore[arg-type]
+        assert request["prompt"] == "Q: 1+1\nA:" and "messages" not in request
+    chat = backend._request(messages, GenerationConfig(prompt_format="chat"), None)  # type: ignore[arg-type]
+    assert chat["messages"] == messages and "prompt" not in chat

@@ -341,6 +341,18 @@ def test_unreadable_or_failed_judge_counts_as_incorrect(
     assert result.correct is False and fragment in result.detail
 
 
+@pytest.mark.parametrize(
+    ("reply", "correct"),
+    [
+        ('{ "correct": true, "reason": "The answer is correct. The ref', True),
+        ('{"correct": false, "rea', False),
+    ],
+)
+def test_a_verdict_whose_reason_was_cut_off_is_still_read(reply: str, correct: bool) -> None:
+    result = check_answer("12", "12", CheckerConfig(kind="judge"), judge=ScriptedJudge(reply))
+    assert result.correct is correct and result.detail.endswith("[cut off]")
+
+
 def test_judge_checker_without_a_judge_is_refused() -> None:
     with pytest.raises(CheckError, match="needs a judge model"):
         check_answer("12", "12", CheckerConfig(kind="judge"))
