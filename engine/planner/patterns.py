@@ -28,6 +28,10 @@ class Pattern:
     triggers: tuple[str, ...]
     #: language -> [(title, instruction with "{subject}")]
     steps: dict[str, list[tuple[str, str]]]
+    #: Specific patterns (a trip, the causes of an event) win over generic ones (a summary).
+    priority: float = 1.0
+    #: Phrases after which the subject starts ("the causes of X" -> "X").
+    subject_after: tuple[str, ...] = ()
 
     def steps_in(self, language: str | None) -> list[tuple[str, str]]:
         return self.steps.get(language or "en") or self.steps["en"]
@@ -45,6 +49,8 @@ def patterns() -> tuple[Pattern, ...]:
             description=item["description"],
             triggers=tuple(t.casefold() for t in item["triggers"]),
             steps={lang: [(s[0], s[1]) for s in steps] for lang, steps in item["steps"].items()},
+            priority=float(item.get("priority", 1.0)),
+            subject_after=tuple(p.casefold() for p in item.get("subject_after", [])),
         )
         for item in data["patterns"]
     )
@@ -57,16 +63,17 @@ def _padded(text: str) -> str:
 def classify(task: str) -> Pattern | None:
     """The pattern whose trigger words best match ``task``, or None when none matches."""
     text = _padded(task)
-    best: tuple[int, int, int] | None = None
+    best: tuple[float, int, int, int] | None = None
     chosen: Pattern | None = None
     for order, pattern in enumerate(patterns()):
         hits = [t for t in pattern.triggers if _padded(t) in text]
         if not hits:
             continue
-        # Where the first trigger appears matters most: "Compare ... to plan ..." is a
-        # comparison. Then the longest trigger ("business plan" over "plan"), then the count.
+        # A specific pattern beats a generic one ("Summarise the causes of ..." explains causes);
+        # then the longest trigger ("study plan" over "study"); then where the first trigger
+        # appears ("Compare ... to plan ..." is a comparison); then how many matched.
         first = min(text.index(_padded(t)) for t in hits)
-        key = (-first, max(len(t) for t in hits), len(hits))
+        key = (pattern.priority, max(len(t) for t in hits), -first, len(hits))
         if best is None or key > best:
             best, chosen = key, pattern
         del order
@@ -88,9 +95,20 @@ def subject_of(task: str) -> str:
     return text
 
 
+def pattern_subject(pattern: Pattern, task: str) -> str:
+    """What the pattern's steps are about: the task's subject, cut after a pattern phrase."""
+    subject = subject_of(task)
+    folded = subject.casefold()
+    for phrase in sorted(pattern.subject_after, key=len, reverse=True):
+        at = folded.find(phrase)
+        if at >= 0 and subject[at + len(phrase) :].strip():
+            return subject[at + len(phrase) :].strip()
+    return subject
+
+
 def skeleton_steps(pattern: Pattern, task: str, language: str | None) -> list[tuple[str, str]]:
     """The pattern's steps for ``task``: (title, instruction) with the subject filled in."""
-    subject = subject_of(task)
+    subject = pattern_subject(pattern, task)
     filled = []
     for title, text in pattern.steps_in(language):
         if "{subject}" in text:

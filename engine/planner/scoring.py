@@ -8,7 +8,11 @@ task's language (``engine.language``), so "launching" matches "launch" and "Rév
 - relevance: share of steps that share a stem with the task (an off-topic step shares none);
 - coverage: share of the parts the task lists that some step covers, or, when it lists none,
   share of the task's own stems that the plan mentions;
-- distinct: 1 minus the share of step pairs that are near-duplicates (stem-set Jaccard >= 0.6);
+- distinct: what each step adds beyond the task's own words: the mean of (1 minus the share of
+  step pairs whose added stems are near-duplicates, Jaccard >= 0.6) and (the share of steps
+  that add any stem at all). Comparing the added words, not the whole step, keeps "economic
+  causes of the French Revolution" and "social causes of ..." apart while "main causes of the
+  First World War" and "... of the Second World War" count as one step repeated;
 - language: share of steps written in the task's language (unknown counts as fine);
 - size: 1 for 3 to 6 steps, 0.5 for 2, 0 otherwise.
 
@@ -73,8 +77,11 @@ def score_steps(
         coverage = covered / len(parts)
     else:
         coverage = len(task_stems & mentioned) / len(task_stems) if task_stems else 1.0
+    added = [stems - task_stems for stems in step_stems]
     pairs = len(steps) * (len(steps) - 1) // 2
-    distinct = 1.0 - near_duplicate_pairs(step_stems) / pairs if pairs else 1.0
+    unrepeated = 1.0 - near_duplicate_pairs(added) / pairs if pairs else 1.0
+    adding = sum(1 for stems in added if stems) / len(steps)
+    distinct = (unrepeated + adding) / 2
     if language is None:
         in_language = 1.0
     else:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 
 from engine.errors import ModelUnavailable
 from engine.plan import ModelRef, Plan
+from engine.planner.base_planner import DEFAULT_SAMPLES
 from engine.planner.decompose import (
     MAX_SUBTASKS,
     MAX_TASK_CHARS_IN_PROMPT,
@@ -231,7 +233,9 @@ def _assert_plan_or_fallback(result, task: str) -> None:
     plan = Plan.from_json(result.plan.to_json())  # survives the file format and validates
     plan.validate_graph()
     assert plan.task == task
-    assert result.attempts in (1, 2)
+    # The JSON planner: one call and at most one retry; the sampling planner (base models):
+    # one batched call of DEFAULT_SAMPLES candidates.
+    assert result.attempts in ((1, 2) if result.style == "chat" else (DEFAULT_SAMPLES,))
     if result.fallback:
         assert plan.execution_order() == ["root"]
         assert "one-node plan" in result.notes[-1]
@@ -245,12 +249,15 @@ def _assert_plan_or_fallback(result, task: str) -> None:
 @pytest.mark.model
 def test_bundled_model_decomposes_a_task_into_a_valid_plan(bundled_path):
     task = "Plan a three-day trip to Lisbon on a small budget"
-    result = decompose(task, ModelRef())
+    # The JSON planner on the real model (what an instruction-tuned model gets); the sampling
+    # planner the bundled model gets by default is tested in test_base_planner.py.
+    result = decompose(task, ModelRef(), style="chat")
     _assert_plan_or_fallback(result, task)
     first = result.calls[0]
     assert first.usage.input_tokens > 0 and first.usage.output_tokens > 0
-    # Under the JSON-schema grammar the first answer is JSON with a subtasks list.
-    assert isinstance(json.loads(first.text, strict=False)["subtasks"], list)
+    # Under the JSON-schema grammar the first answer is the schema's object (or its start,
+    # when a copy-stop cut it: the retry then answers).
+    assert re.match(r'\s*\{\s*"subtasks"\s*:\s*\[', first.text), first.text
     assert result.fallback is False, f"bundled model gave no usable plan: {result.notes}"
 
 
@@ -268,7 +275,10 @@ def test_decompose_through_the_remote_llama_server_uses_the_schema(llama_server)
     _assert_plan_or_fallback(result, task)
     first = result.calls[0]
     assert first.model.startswith("gemma@http://127.0.0.1:")
-    assert isinstance(json.loads(first.text, strict=False)["subtasks"], list)
+    # The grammar held: the answer is the schema's object (or its start, when a copy-stop or
+    # the token limit cut it), never prose.
+    assert re.match(r'\s*\{\s*"subtasks"\s*:\s*\[', first.text), first.text
+    assert result.style == "chat"  # a remote endpoint counts as instruction-tuned
     assert result.plan.default_model == model
 
 
