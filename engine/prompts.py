@@ -25,6 +25,13 @@ MAX_UPSTREAM_CHARS = 2000
 #: In a base prompt (a small context, about 2.5 ms a prompt token on the bundled model) each
 #: upstream output is cut shorter.
 MAX_BASE_UPSTREAM_CHARS = 600
+#: The root's instruction in a decomposed plan. A base prompt, which has no room for the
+#: chat prompt's "Overall task" section, asks the root the task itself instead.
+DEFAULT_ROOT_INSTRUCTION = (
+    "Give the final answer to the overall task, using the sub-steps' results."
+)
+#: A task quoted as the root's question in a base prompt is cut to this many characters.
+MAX_BASE_TASK_CHARS = 1000
 #: ``GenerationConfig.stop`` holds at most this many strings.
 MAX_STOPS = 4
 
@@ -191,6 +198,8 @@ def node_messages(
             for dep in node.depends_on
             if not re.search(rf"deps\s*(\.\s*{re.escape(dep)}\b|\[)", node.instruction)
         ]
+        if node.id == plan.root.id and instruction.strip() == DEFAULT_ROOT_INSTRUCTION:
+            instruction = _quote(plan.task, MAX_BASE_TASK_CHARS)
         text, _ = base_node_prompt(node, instruction, given, children)
         return [{"role": "user", "content": text}]
     context = f"\nResults of earlier steps:\n{_sections(deps)}\n" if deps else ""

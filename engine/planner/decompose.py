@@ -40,7 +40,13 @@ from engine.planner.listed_parts import listed_parts
 from engine.planner.patterns import classify
 from engine.planner.scoring import score_steps, total_score
 from engine.planner.vague import clarification_for
-from engine.prompts import as_user_turn, fill, load_json_asset, load_prompt
+from engine.prompts import (
+    DEFAULT_ROOT_INSTRUCTION,
+    as_user_turn,
+    fill,
+    load_json_asset,
+    load_prompt,
+)
 
 MIN_SUBTASKS = 2
 MAX_SUBTASKS = 6
@@ -60,7 +66,7 @@ PLANNER_TEMPERATURES = (0.7, 1.0)
 #: tokens/s on 2 cores (bench/grammar_speed.py), so this bounds one attempt to about 20 s; a
 #: longer answer is cut and its complete subtasks are kept.
 PLANNER_MAX_TOKENS = 560
-ROOT_INSTRUCTION = "Give the final answer to the overall task, using the sub-steps' results."
+ROOT_INSTRUCTION = DEFAULT_ROOT_INSTRUCTION
 
 DIFFICULTY_SCHEMA: dict[str, Any] = {
     "type": "integer",

@@ -139,6 +139,23 @@ def test_a_parent_gets_the_synthesis_prompt_with_its_childrens_results():
     )
 
 
+def test_a_decomposed_root_is_asked_the_task_itself_in_a_base_prompt():
+    from engine.planner.decompose import ROOT_INSTRUCTION, build_plan
+
+    task = "Plan a picnic for six friends in a city park."
+    subtasks = [
+        {"title": t, "instruction": f"{t} for the picnic.", "deps": []}
+        for t in ("Choose the place", "Plan the food")
+    ]
+    plan = build_plan(task, subtasks, ModelRef())
+    assert plan.root.instruction == ROOT_INSTRUCTION
+    outputs = {"s1": "The park by the lake.", "s2": "Sandwiches and fruit."}
+    [message] = node_messages(plan, plan.root, outputs, style="base")
+    last = message["content"].rsplit("\n\n", 1)[-1]
+    assert last.startswith(f"Task: {task}\nStep results:\n- Choose the place: The park")
+    assert ROOT_INSTRUCTION not in last
+
+
 def test_chat_and_completion_styles_are_unchanged():
     plan = _plan()
     chat = node_messages(plan, plan.node("cap"), {}, style="chat")

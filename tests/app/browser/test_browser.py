@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.browser import _click
+
 pytestmark = pytest.mark.browser
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -38,17 +40,16 @@ def test_task_is_decomposed_run_traced_and_saved_in_a_real_browser(browser, ui_s
         node_cap.press("ArrowLeft")
     page.get_by_text("64", exact=True).wait_for()
 
-    page.get_by_role("button", name="Run plan").click()
+    _click(page, "Run plan")  # after the slider's rerun has settled
     page.get_by_role("heading", name="Answer").wait_for(timeout=300_000)
     page.get_by_role("heading", name="Model calls").wait_for()
     calls_table = page.locator('[data-testid="stDataFrame"]').last
     calls_table.wait_for()
     page.screenshot(path=str(ARTIFACTS / "browser-run.png"), full_page=True)
-    assert (
-        page.get_by_text(re.compile(r"Run run-\d{8}-\d{6}-\w+: (completed|stopped)")).count() == 1
-    )
+    finished = re.compile(r"Run run-\d{8}-\d{6}-\w+: (completed|stopped|suspect)")
+    assert page.get_by_text(finished).count() == 1
 
-    page.get_by_role("button", name="Save session").click()
+    _click(page, "Save session")
     page.get_by_text("Saved session").wait_for()
     saved = ui_server.workspace.sessions.list()
     assert len(saved) == 1
@@ -56,7 +57,7 @@ def test_task_is_decomposed_run_traced_and_saved_in_a_real_browser(browser, ui_s
     assert saved[0].task == "Plan a picnic for six friends in a city park."
     assert len(saved[0].run_ids) == 1
     run = ui_server.workspace.traces.run(saved[0].run_ids[0])
-    assert run is not None and run["status"] in {"completed", "stopped"}
+    assert run is not None and run["status"] in {"completed", "stopped", "suspect"}
     assert saved[0].caps.max_tokens_per_node == 64
     calls = ui_server.workspace.traces.model_calls(run["run_id"])
     assert calls and all(call["output_tokens"] <= 64 for call in calls)

@@ -85,7 +85,8 @@ def test_inspect_compare_export_and_import_into_a_fresh_data_dir(
     second = ws.run_plan(
         _plan("Count from one to five in words."), RunCaps(), session_id=session.id
     )
-    assert first.status == second.status == "completed"
+    # 12 tokens cut most answers off: a finished run is "completed" or, cut off, "suspect".
+    assert first.status == second.status and first.status in {"completed", "suspect"}
     outputs = {n["node_id"]: n["output"] for n in ws.traces.node_executions(second.run_id)}
     before = {n["node_id"]: n["output"] for n in ws.traces.node_executions(first.run_id)}
     assert before["colours"] != outputs["colours"], "same output: nothing to compare"
