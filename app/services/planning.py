@@ -23,13 +23,13 @@ from engine.models import Backend, ChatMessage, Completion, backend_for
 from engine.models.base import TokenCallback
 from engine.plan import GenerationConfig, ModelRef, Node, Plan
 from engine.planner.alternatives import sample_alternatives
+from engine.planner.base_planner import Progress
 from engine.planner.decompose import DecomposeResult, decompose
 from engine.planner.difficulty import rate_difficulty
 from engine.planner.expand import ExpandResult, expand_node, replan_subtree
 from storage.traces import TraceStore
 from storage.traces.planner_runs import PlannerCall, PlannerRunData, record_planner_run
 
-Progress = Callable[[str], None]
 #: Called with the run id once the action is recorded.
 Recorded = Callable[[str], None]
 

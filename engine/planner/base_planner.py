@@ -12,19 +12,17 @@ the plan and no model is called at all.
 
 from __future__ import annotations
 
-import functools
-import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from assets import asset_path
 from engine.models import Backend, Completion
 from engine.plan import GenerationConfig
 from engine.planner.listed_parts import ListedParts
 from engine.planner.patterns import Pattern, skeleton_steps
-from engine.planner.scoring import off_topic_steps, score_steps, total_score
+from engine.planner.scoring import comparable, off_topic_steps, score_steps, total_score
+from engine.prompts import load_json_asset
 
 #: Candidate plans sampled per planning call (one batched decode).
 DEFAULT_SAMPLES = 4
@@ -68,11 +66,8 @@ class StepCandidate:
         ]
 
 
-@functools.cache
 def plan_examples() -> list[dict[str, Any]]:
-    path = asset_path("prompts") / "base" / "plan_examples.json"
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return list(data["examples"])
+    return list(load_json_asset("base/plan_examples.json")["examples"])
 
 
 def pick_examples(language: str | None, pattern: Pattern | None) -> list[dict[str, Any]]:
@@ -113,10 +108,6 @@ def _title(step: str) -> str:
     return cut if len(cut) >= 20 else step[:MAX_TITLE]
 
 
-def _comparable(text: str) -> str:
-    return " ".join(text.casefold().split()).strip(" .!?:;")
-
-
 def parse_numbered_steps(
     text: str, *, truncated: bool, restated: Sequence[str] = ()
 ) -> tuple[list[str], list[str]]:
@@ -141,9 +132,9 @@ def parse_numbered_steps(
         steps.pop()
     kept: list[str] = []
     seen: set[str] = set()
-    restating = {_comparable(r) for r in restated if r.strip()}
+    restating = {comparable(r) for r in restated if r.strip()}
     for number, step in enumerate(steps, start=1):
-        key = _comparable(step)
+        key = comparable(step)
         if not key:
             continue
         if key in restating:

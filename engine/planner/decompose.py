@@ -38,7 +38,7 @@ from engine.planner.base_planner import (
 )
 from engine.planner.listed_parts import listed_parts
 from engine.planner.patterns import classify
-from engine.planner.scoring import score_steps, total_score
+from engine.planner.scoring import comparable, score_steps, total_score
 from engine.planner.vague import clarification_for
 from engine.prompts import (
     DEFAULT_ROOT_INSTRUCTION,
@@ -169,10 +169,6 @@ class UnusablePlan(ValueError):
 
 
 # -- small repairs shared by every planner-like call -------------------------------------------
-
-
-def comparable(text: str) -> str:
-    return " ".join(text.casefold().split()).strip(" .!?:;")
 
 
 def _restates(title: str, text: str) -> bool:

@@ -38,11 +38,17 @@ class Pattern:
 
 
 @functools.cache
-def patterns() -> tuple[Pattern, ...]:
-    """The pattern library, read once."""
+def _library() -> dict[str, Any]:
     data: dict[str, Any] = json.loads(
         (asset_path("planner") / "patterns.json").read_text(encoding="utf-8")
     )
+    return data
+
+
+@functools.cache
+def patterns() -> tuple[Pattern, ...]:
+    """The pattern library, read once."""
+    data = _library()
     return tuple(
         Pattern(
             name=item["name"],
@@ -82,8 +88,7 @@ def classify(task: str) -> Pattern | None:
 
 @functools.cache
 def _leading_verbs() -> frozenset[str]:
-    data = json.loads((asset_path("planner") / "patterns.json").read_text(encoding="utf-8"))
-    return frozenset(v.casefold() for v in data.get("leading_verbs", []))
+    return frozenset(v.casefold() for v in _library().get("leading_verbs", []))
 
 
 def subject_of(task: str) -> str:

@@ -39,6 +39,11 @@ NEAR_DUPLICATE_JACCARD = 0.6
 REPAIR_PENALTY = 0.02
 
 
+def comparable(text: str) -> str:
+    """``text`` case-folded, whitespace collapsed, edge punctuation off: for "the same step"."""
+    return " ".join(text.casefold().split()).strip(" .!?:;")
+
+
 def jaccard(a: set[str], b: set[str]) -> float:
     return len(a & b) / len(a | b) if a or b else 1.0
 
