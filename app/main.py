@@ -12,9 +12,11 @@ from pathlib import Path
 
 import streamlit as st
 
+from app.ui.layout import responsive_layout
 from engine.errors import ArborError, user_message
 
 st.set_page_config(page_title="Arbor", page_icon="🌳", layout="wide")
+responsive_layout()
 
 UI_DIR = Path(__file__).resolve().parent / "ui"
 pages = st.navigation(

@@ -10,9 +10,9 @@ from collections.abc import Callable
 import streamlit as st
 
 from app.services import planning
-from app.ui import compute_panel, state
+from app.ui import compute_panel, layout, state
 from app.ui.graph import picked_node, plan_chart
-from app.ui.widgets import model_picker
+from app.ui.widgets import choice_box, model_picker
 from engine.errors import ArborError
 from engine.models.model_kind import KindVerdict, kind_of
 from engine.plan import GenerationConfig, ModelRef, Node, Plan, editing
@@ -99,18 +99,30 @@ def toolbar(session: ArborSession) -> None:
 
 
 def selection(plan: Plan) -> str:
-    """The selected node id: a click on the graph, else the node picker, else the root."""
+    """The selected node id: a click on the graph, else the node picker, else the root.
+
+    ``selected_node`` is page state, not a widget's key, so code may change it at any point
+    of a run (``choice_box`` carries it into the picker).
+    """
     nodes = plan.nodes()
-    clicked = picked_node(st.session_state.get(GRAPH_KEY))
-    if clicked in nodes and clicked != st.session_state.get("last_click"):
-        st.session_state.last_click = clicked
-        st.session_state.select_next = clicked
-    # A widget's key cannot be set once the widget exists, so changes are requested here.
+    clicked = picked_node(st.session_state.get(graph_key(st.session_state.get("selected_node"))))
+    if clicked in nodes:
+        st.session_state.selected_node = clicked
     if "select_next" in st.session_state:
         st.session_state.selected_node = st.session_state.pop("select_next")
     if st.session_state.get("selected_node") not in nodes:
         st.session_state.selected_node = plan.root.id
     return st.session_state.selected_node
+
+
+def graph_key(selected: str | None) -> str:
+    """The graph's widget key, one per selected node.
+
+    A Vega point selection ignores a click on the point it already holds, so a chart that kept
+    its selection would swallow a click on a node picked before (and since left through the
+    picker). A chart keyed by the selection starts empty whenever the selection moves.
+    """
+    return f"{GRAPH_KEY}_{selected}"
 
 
 def graph(plan: Plan, status: dict[str, str], selected: str) -> None:
@@ -121,7 +133,7 @@ def graph(plan: Plan, status: dict[str, str], selected: str) -> None:
         selected=selected,
         suspect=st.session_state.get("suspect_nodes"),  # set by the workbench from the run
     )
-    st.altair_chart(chart, on_select="rerun", key=GRAPH_KEY, width="content")
+    st.altair_chart(chart, on_select="rerun", key=graph_key(selected), width="content")
     st.caption(
         "Click a node to edit it. Grey lines: subtask of. Dashed blue lines: uses the output of."
     )
@@ -262,13 +274,14 @@ def restructure(session: ArborSession, plan: Plan, selected: str) -> None:
     if st.session_state.get("show_dep_picker") and not is_root:
         nodes = plan.nodes()
         candidates = [n for n in nodes if n != selected and n not in nodes[selected].depends_on]
-        dep_col, go_col = st.columns([3, 1])
-        dep = dep_col.selectbox(
-            f"{selected} uses the output of",
-            candidates,
-            key="dep_choice",
-            format_func=lambda nid: f"{nid}: {nodes[nid].title}",
-        )
+        dep_col, go_col = st.columns([3, 1], vertical_alignment="bottom")
+        with dep_col:
+            dep = choice_box(
+                f"{selected} uses the output of",
+                candidates,
+                key="dep_choice",
+                format_func=lambda nid: f"{nid}: {nodes[nid].title}",
+            )
         if go_col.button("Add edge", key="add_dep") and dep:
             if apply_edit(
                 session,
@@ -304,13 +317,14 @@ def restructure(session: ArborSession, plan: Plan, selected: str) -> None:
         nodes = plan.nodes()
         targets = [n for n in nodes if n != selected and n != parent.id]
         if targets:
-            move_col, go_col = st.columns([3, 1])
-            target = move_col.selectbox(
-                "Move under",
-                targets,
-                key="move_target",
-                format_func=lambda nid: f"{nid}: {nodes[nid].title}",
-            )
+            move_col, go_col = st.columns([3, 1], vertical_alignment="bottom")
+            with move_col:
+                target = choice_box(
+                    "Move under",
+                    targets,
+                    key="move_target",
+                    format_func=lambda nid: f"{nid}: {nodes[nid].title}",
+                )
             if go_col.button("Move", key="move_node"):
                 apply_edit(
                     session,
@@ -510,12 +524,12 @@ def render(session: ArborSession, ws: Workspace, status: dict[str, str], model: 
     st.subheader("Plan")
     toolbar(session)
     selected = selection(plan)
-    graph_col, editor_col = st.columns([3, 2])
-    with graph_col:
+    graph_col, editor_col = st.container(key=layout.PLAN_AREA_KEY).columns([3, 2])
+    with graph_col, st.container(key=layout.GRAPH_BOX_KEY):
         graph(plan, status, selected)
     with editor_col:
         nodes = plan.nodes()
-        st.selectbox(
+        choice_box(
             "Node",
             list(nodes),
             key="selected_node",

@@ -11,13 +11,13 @@ import pandas as pd
 import streamlit as st
 
 from app.ui import plan_panel, state
+from app.ui.widgets import choice_box, show_flash
 from engine.errors import ArborError
 from storage import bundles
 
 ws = state.workspace()
 st.title("Sessions")
-for kind, text in st.session_state.pop("flash", []):
-    getattr(st, kind)(text)
+show_flash()
 
 
 def _done(message: str, *, choose: str | None = None) -> None:
@@ -62,7 +62,7 @@ else:
     wanted = st.session_state.pop("choose_session", None)
     if wanted in by_id:
         st.session_state.open_choice = wanted
-    chosen = st.selectbox(
+    chosen = choice_box(
         "Session",
         list(by_id),
         format_func=lambda sid: f"{by_id[sid].name} ({sid})",

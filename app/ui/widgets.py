@@ -1,9 +1,12 @@
-"""Small reusable inputs: model pickers and sliders built from pydantic field bounds."""
+"""Small reusable inputs: model pickers, sliders built from pydantic field bounds, and a
+selectbox that keeps its choice when option labels change."""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import streamlit as st
 from pydantic import BaseModel
@@ -141,3 +144,73 @@ def _refers_to(ref: ModelRef, entry: ModelEntry) -> bool:
     if not (ref.path and entry.path):
         return False
     return Path(ref.path).expanduser().absolute() == Path(entry.path)
+
+
+def choice_box(
+    label: str,
+    options: Sequence[Any],
+    *,
+    key: str,
+    format_func: Callable[[Any], str] = str,
+    **kwargs: Any,
+) -> Any:
+    """A selectbox whose choice lives in ``st.session_state[key]`` and survives label changes.
+
+    Streamlit stores a selectbox's value as the *label* of the chosen option. When a label
+    changes while the page shows it (a node renamed, a run added), the browser sends the old
+    label back with the next click; Streamlit cannot map it to an option and hands the raw
+    label string to the script. That lost the first click after "Apply changes" (issue 19):
+    the node picker's value became "n2: New subtask 2", not a node, the page fell back to the
+    root and the pressed button was drawn disabled. So the widget is keyed by its labels: a
+    label change makes a fresh widget that starts at the remembered choice, and a choice
+    changed by code (a click on the graph, a new node) is written to the widget before it is
+    drawn, which also tells the browser.
+    """
+    options = list(options)
+    labels = "\n".join(format_func(option) for option in options)
+    widget_key = f"{key}__{hashlib.sha1(labels.encode()).hexdigest()[:10]}"
+    current = st.session_state.get(key)
+    if current not in options:
+        current = options[0] if options else None
+    index_kwargs: dict[str, Any] = {}
+    if widget_key in st.session_state:
+        if st.session_state[widget_key] != current:
+            st.session_state[widget_key] = current
+    elif current in options:
+        index_kwargs["index"] = options.index(current)
+
+    def remember() -> None:
+        st.session_state[key] = st.session_state[widget_key]
+
+    value = st.selectbox(
+        label,
+        options,
+        key=widget_key,
+        format_func=format_func,
+        on_change=remember,
+        **index_kwargs,
+        **kwargs,
+    )
+    st.session_state[key] = value
+    return value
+
+
+#: Toast icon and how long it stays, per message kind. Success and info go after the short
+#: default; a refusal or warning stays long enough to read a sentence.
+_TOAST_STYLE: dict[str, tuple[str, Literal["short", "long"]]] = {
+    "success": (":material/check_circle:", "short"),
+    "info": (":material/info:", "short"),
+    "warning": (":material/warning:", "long"),
+    "error": (":material/error:", "long"),
+}
+
+
+def show_flash() -> None:
+    """Show the messages actions left in ``st.session_state.flash`` before their rerun.
+
+    As toasts: they appear where the eye is, whatever part of the page the analyst scrolled to
+    when pressing the button (issue 19 found them at the top of the page, out of view).
+    """
+    for kind, text in st.session_state.pop("flash", []):
+        icon, duration = _TOAST_STYLE.get(kind, _TOAST_STYLE["info"])
+        st.toast(text, icon=icon, duration=duration)

@@ -10,7 +10,7 @@ import streamlit as st
 from app.services import planning
 from app.ui import compute_panel, plan_panel, planner_story, state
 from app.ui.charts import tokens_per_node
-from app.ui.widgets import model_picker
+from app.ui.widgets import choice_box, model_picker, show_flash
 from engine.errors import ArborError
 from engine.models import backend_for
 from engine.plan import Plan, single_node_plan
@@ -21,11 +21,6 @@ session = state.current_session()
 
 
 _flash = plan_panel.flash
-
-
-def _show_flash() -> None:
-    for kind, text in st.session_state.pop("flash", []):
-        getattr(st, kind)(text)
 
 
 # -- sidebar: model, caps, session ---------------------------------------------------------
@@ -73,7 +68,7 @@ with st.sidebar:
 
 # -- task and decomposition -----------------------------------------------------------------
 st.title("Arbor workbench")
-_show_flash()
+show_flash()
 
 task = st.text_area(
     "Task",
@@ -319,7 +314,7 @@ elif run_id:
                 ]
             ]
             st.dataframe(shown, hide_index=True, width="stretch", key="calls_table")
-            call_index = st.selectbox(
+            call_index = choice_box(
                 "Inspect a call",
                 range(len(calls)),
                 format_func=lambda i: f"{calls[i]['node_id']} ({calls[i]['model']})",

@@ -22,6 +22,7 @@ from storage import bundles
 from storage.bundles import export_session
 from storage.sessions import ArborSession
 from storage.workspace import Workspace
+from tests.support.apptest import choice, notices
 
 MAIN = str(Path(__file__).resolve().parents[3] / "app" / "main.py")
 T0 = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
@@ -75,7 +76,7 @@ def page(data, monkeypatch) -> AppTest:
 
 
 def choose(at: AppTest, session: ArborSession) -> AppTest:
-    at.selectbox(key="open_choice").set_value(session.id).run()
+    choice(at, "open_choice").set_value(session.id).run()
     assert not at.exception, at.exception
     return at
 
@@ -113,7 +114,7 @@ def test_rename_saves_the_new_name_and_a_blank_name_is_refused(page, data):
     page.button(key="rename_button").click().run()
     assert not page.exception
     assert workspace.sessions.get(haiku.id).name == "Autumn haiku"
-    assert any("Autumn haiku" in s.value for s in page.success)
+    assert any("Autumn haiku" in text for text in notices(page))
 
     page.text_input(key="rename_name").input("   ")
     page.button(key="rename_button").click().run()
@@ -130,7 +131,7 @@ def test_duplicate_saves_a_copy_without_runs_and_selects_it(page, data):
     assert len(copies) == 1
     copy = copies[0]
     assert copy.id != haiku.id and copy.plan == haiku.plan and copy.run_ids == []
-    assert page.selectbox(key="open_choice").value == copy.id
+    assert choice(page, "open_choice").value == copy.id
     assert workspace.sessions.get(haiku.id).run_ids == ["run-a", "run-b"]  # runs stay
 
 
@@ -204,7 +205,7 @@ def test_import_of_an_arbor_file_opens_the_session_with_its_runs(page, data, tmp
     assert not page.exception, page.exception
     assert page.session_state.session.id == shared.id
     assert page.session_state.session.run_ids == ["run-shared"]
-    assert any("1 run(s) imported" in s.value for s in page.success)
+    assert any("1 run(s) imported" in text for text in notices(page))
     run = workspace.traces.run("run-shared")
     assert run["origin"].startswith("imported from shared.arbor on ")
     assert workspace.sessions.get(shared.id).name == "Shared"
