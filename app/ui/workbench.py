@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from app.services import planning
-from app.ui import compute_panel, plan_panel, planner_story, state
+from app.ui import compute_panel, plan_panel, planner_story, state, tables
 from app.ui.charts import tokens_per_node
 from app.ui.widgets import choice_box, model_picker, show_flash
 from engine.errors import ArborError
@@ -211,14 +211,48 @@ def _progress_table(snapshot: dict) -> pd.DataFrame:
         streamed = snapshot["partial"].get(nid, "")
         rows.append(
             {
-                "node": nid,
-                "title": nodes[nid].title if nid in nodes else nid,
-                "status": f"{status} (reused)" if nid in snapshot["reused"] else status,
-                "suspect": snapshot.get("suspect", {}).get(nid, ""),
-                "streaming": streamed[-160:],
+                "Node": nid,
+                "Title": nodes[nid].title if nid in nodes else nid,
+                "Status": f"{status} (reused)" if nid in snapshot["reused"] else status,
+                "Streamed so far": streamed[-160:],
+                "Output check": snapshot.get("suspect", {}).get(nid, ""),
             }
         )
     return pd.DataFrame(rows)
+
+
+#: The finished run's node table: what happened first, the long text last.
+NODE_COLUMNS = {
+    "node_id": "Node",
+    "title": "Title",
+    "status": "Status",
+    "output_tokens": "Output tokens",
+    "input_tokens": "Input tokens",
+    "seconds": "Seconds",
+    "cost_usd": "Cost (US$)",
+    "strategy": "Strategy",
+    "samples": "Samples",
+    "agreement": "Agreement",
+    "reused_from": "Reused from run",
+    "token_cap": "Token cap",
+    "suspect": "Output check",
+    "started_at": "Started",
+    "output": "Output",
+    "error": "Error",
+    "note": "Note",
+}
+CALL_COLUMNS = {
+    "node_id": "Node",
+    "role": "Role",
+    "sample_index": "Sample",
+    "status": "Status",
+    "output_tokens": "Output tokens",
+    "input_tokens": "Input tokens",
+    "latency_s": "Seconds",
+    "model": "Model",
+    "output": "Output",
+    "error": "Error",
+}
 
 
 @st.fragment(run_every=1.0)
@@ -238,7 +272,7 @@ def live_progress(run_id: str) -> None:
         f"{snapshot['tokens_used']} of {caps.total_tokens} tokens used",
     )
     compute_panel.budget_meter(snapshot["meter"])
-    st.dataframe(_progress_table(snapshot), hide_index=True, width="stretch")
+    tables.show_table(_progress_table(snapshot), long_text=["Streamed so far"])
     if current.done:
         st.rerun()  # leave polling and draw the final state
 
@@ -289,31 +323,20 @@ elif run_id:
         st.markdown("#### Nodes")
         if node_rows:
             st.altair_chart(tokens_per_node(node_rows), width="stretch")
-        st.dataframe(
-            pd.DataFrame(node_rows),
-            hide_index=True,
-            width="stretch",
+        for row in node_rows:
+            row["seconds"] = tables.seconds_between(row.get("started_at"), row.get("finished_at"))
+        tables.show_table(
+            tables.readable_frame(node_rows, NODE_COLUMNS), long_text=["Output", "Error"]
         )
         compute_panel.samples_view(ws, run_id)
         st.markdown("#### Model calls")
         calls = ws.traces.model_calls(run_id)
-        calls_frame = pd.DataFrame(calls)
-        if not calls_frame.empty:
-            shown = calls_frame[
-                [
-                    "node_id",
-                    "role",
-                    "sample_index",
-                    "model",
-                    "status",
-                    "input_tokens",
-                    "output_tokens",
-                    "latency_s",
-                    "output",
-                    "error",
-                ]
-            ]
-            st.dataframe(shown, hide_index=True, width="stretch", key="calls_table")
+        if calls:
+            tables.show_table(
+                tables.readable_frame(calls, CALL_COLUMNS),
+                long_text=["Output", "Error"],
+                key="calls_table",
+            )
             call_index = choice_box(
                 "Inspect a call",
                 range(len(calls)),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from pathlib import Path
 
 from playwright.sync_api import expect
@@ -51,3 +53,31 @@ def _choose(page, label: str, option_prefix: str) -> None:
     box.fill(option_prefix)  # the combobox filters its options by what is typed
     page.get_by_role("option", name=re.compile("^" + re.escape(option_prefix))).first.click()
     expect(box).to_have_value(re.compile("^" + re.escape(option_prefix)))
+
+
+def plan_json(page) -> dict:
+    """The plan as the workbench shows it in the "Import / plan as JSON" expander.
+
+    Whether the expander is open is read from its ``<details open>`` attribute rather than
+    from the code block's visibility: during a rerun the block is briefly hidden, and a
+    click then would close an open expander.
+    """
+    _settled(page)
+    details = page.locator('[data-testid="stExpander"] details').filter(
+        has=page.get_by_text("Import / plan as JSON")
+    )
+    if details.get_attribute("open") is None:
+        details.locator("summary").click()
+    code = details.locator('[data-testid="stCode"]').last
+    code.wait_for()
+    return json.loads(code.inner_text())
+
+
+def wait_for_plan(page, check, timeout_s: float = 60) -> dict:
+    """The plan JSON once ``check(plan)`` holds (or the last one read when time is up)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        plan = plan_json(page)
+        if check(plan) or time.monotonic() > deadline:
+            return plan
+        page.wait_for_timeout(250)
