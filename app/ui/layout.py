@@ -37,8 +37,9 @@ button [data-testid="stMarkdownContainer"],
 button [data-testid="stMarkdownContainer"] p {{
     white-space: normal; overflow: visible; text-overflow: clip; overflow-wrap: anywhere;
 }}
-/* A wide plan graph scrolls inside its own box; it never covers the editor or widens the page. */
-.st-key-{GRAPH_BOX_KEY} {{ overflow-x: auto; max-width: 100%; }}
+/* A big plan graph scrolls inside its own box (at most 75% of the window high): it never
+   covers the editor, widens the page or pushes the editor out of reach. */
+.st-key-{GRAPH_BOX_KEY} {{ overflow: auto; max-width: 100%; max-height: 75vh; }}
 [data-testid="stMainBlockContainer"] {{ max-width: 100%; overflow-x: hidden; }}
 @media (max-width: {NARROW_PX}px) {{
     [data-testid="stMainBlockContainer"] {{ padding-left: 1rem; padding-right: 1rem; }}

@@ -9,9 +9,8 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from app.services import planning
-from app.ui import compute_panel, layout, state
-from app.ui.graph import picked_node, plan_chart
+from app.ui import compute_panel, layout, planner_jobs, state
+from app.ui.graph import chart_size, picked_node, plan_chart
 from app.ui.widgets import choice_box, model_picker
 from engine.errors import ArborError
 from engine.models.model_kind import KindVerdict, kind_of
@@ -125,17 +124,82 @@ def graph_key(selected: str | None) -> str:
     return f"{GRAPH_KEY}_{selected}"
 
 
-def graph(plan: Plan, status: dict[str, str], selected: str) -> None:
+#: Below this natural width the graph stretches to its box; above it, it keeps its size and
+#: the box scrolls, so labels never squeeze into each other.
+STRETCH_UP_TO_PX = 800
+GRAPH_VIEWS = {"beside": "Graph beside the editor", "wide": "Graph full width"}
+SIZE_BY_LABELS = {
+    "none": "Same size",
+    "tokens": "Size by tokens",
+    "cost": "Size by cost",
+    "seconds": "Size by seconds",
+}
+
+
+def run_metrics(ws: Workspace, run_id: str | None) -> dict[str, dict[str, float]]:
+    """Per node figures of a recorded run (tokens, cost, seconds) for the graph."""
+    if not run_id:
+        return {}
+    figures: dict[str, dict[str, float]] = {}
+    for row in ws.traces.node_executions(run_id):
+        started, finished = row.get("started_at"), row.get("finished_at")
+        seconds = (finished - started).total_seconds() if started and finished else 0.0
+        figures[row["node_id"]] = {
+            "tokens": float((row.get("input_tokens") or 0) + (row.get("output_tokens") or 0)),
+            "cost": float(row.get("cost_usd") or 0.0),
+            "seconds": float(seconds),
+        }
+    return figures
+
+
+def graph(
+    plan: Plan,
+    status: dict[str, str],
+    selected: str,
+    *,
+    metrics: dict[str, dict[str, float]] | None = None,
+    marks: dict[str, list[str]] | None = None,
+) -> None:
+    options_col, size_col = st.columns([1, 1])
+    options_col.segmented_control(
+        "Graph",
+        list(GRAPH_VIEWS),
+        format_func=GRAPH_VIEWS.__getitem__,
+        key="graph_view",
+        default="beside",
+        label_visibility="collapsed",
+    )
+    size_by = size_col.segmented_control(
+        "Node size",
+        list(SIZE_BY_LABELS),
+        format_func=SIZE_BY_LABELS.__getitem__,
+        key="graph_size_by",
+        default="none",
+        label_visibility="collapsed",
+        disabled=not metrics,
+        help="Needs a run: size each node by its tokens, cost or seconds in the latest run.",
+    )
     chart = plan_chart(
         plan,
         status,
         colour_by=st.session_state.get("colour_by", "status"),
         selected=selected,
         suspect=st.session_state.get("suspect_nodes"),  # set by the workbench from the run
+        metrics=metrics,
+        marks=marks,
+        size_by=size_by or "none",
     )
-    st.altair_chart(chart, on_select="rerun", key=graph_key(selected), width="content")
+    natural_width, _ = chart_size(plan)
+    with st.container(key=layout.GRAPH_BOX_KEY):
+        st.altair_chart(
+            chart,
+            on_select="rerun",
+            key=graph_key(selected),
+            width="stretch" if natural_width <= STRETCH_UP_TO_PX else "content",
+        )
     st.caption(
-        "Click a node to edit it. Grey lines: subtask of. Dashed blue lines: uses the output of."
+        "Click a node to edit it. Grey lines: subtask of. Dashed blue arcs: uses the output of. "
+        "Hover a node for its full title."
     )
 
 
@@ -337,41 +401,38 @@ def restructure(session: ArborSession, plan: Plan, selected: str) -> None:
 def planner_actions(
     session: ArborSession, plan: Plan, selected: str, model: ModelRef, ws: Workspace
 ) -> None:
-    """Model-backed actions: expand, re-plan, rate difficulty, alternatives. Each is recorded
-    in the trace store as a planner run (``app.services.planning``)."""
+    """Model-backed actions: expand, re-plan, rate difficulty, alternatives. Each runs as a
+    background planner job (``app.ui.planner_jobs``: elapsed time, stage, Cancel) and is
+    recorded in the trace store as a planner run (``app.services.planning``)."""
     traced = {"store": ws.traces, "session_id": session.id}
+    jobs = planner_jobs.manager()
+    busy = planner_jobs.busy()
     cols = st.columns(4)
-    if cols[0].button("Expand with planner", key="expand_node"):
-        with st.spinner(f"Splitting {selected}..."):
-            _planner_result(
-                session,
-                f"expand {selected}",
-                lambda: planning.expand_traced(plan, selected, model, **traced),
-            )
+    if cols[0].button(
+        "Expand with planner",
+        key="expand_node",
+        disabled=busy,
+        help=planner_jobs.busy_help(f"Split {selected} into new subtasks, added after its own."),
+    ):
+        planner_jobs.remember(jobs.split(plan, selected, model, **traced), "plan")
         st.rerun()
-    if cols[1].button("Re-plan subtree", key="replan_subtree"):
-        with st.spinner(f"Re-planning below {selected}..."):
-            _planner_result(
-                session,
-                f"re-plan {selected}",
-                lambda: planning.replan_traced(plan, selected, model, **traced),
-            )
+    if cols[1].button(
+        "Re-plan subtree",
+        key="replan_subtree",
+        disabled=busy,
+        help=planner_jobs.busy_help(f"Replace everything below {selected} with a fresh split."),
+    ):
+        planner_jobs.remember(jobs.split(plan, selected, model, replace=True, **traced), "plan")
         st.rerun()
     if cols[2].button(
         "Rate difficulty",
         key="rate_difficulty",
-        help="Rate every node that has no difficulty yet (1-5, with a reason).",
+        disabled=busy,
+        help=planner_jobs.busy_help(
+            "Rate every node that has no difficulty yet (1-5, with a reason)."
+        ),
     ):
-        with st.spinner("Rating unrated nodes..."):
-            try:
-                rated, notes = planning.rate_traced(plan, model, **traced)
-            except ArborError as exc:
-                flash("error", str(exc))
-            else:
-                if rated != plan:
-                    apply_edit(session, "rate difficulty", lambda: rated)
-                for note in notes:
-                    flash("info", note)
+        planner_jobs.remember(jobs.rate(plan, model, **traced), "plan")
         st.rerun()
     k = cols[3].number_input("Alternatives", min_value=2, max_value=4, value=2, key="alt_k")
     scope_col, go_col = st.columns([2, 1])
@@ -383,28 +444,23 @@ def planner_actions(
         disabled=selected == plan.root.id,
     )
     under = selected if scope == "selected subtree" and selected != plan.root.id else None
-    if go_col.button("Sample alternative plans", key="sample_alternatives"):
-        with st.spinner(f"Sampling {k} plans..."):
-            try:
-                results = planning.alternatives_traced(
-                    plan.task, int(k), model, plan=plan, node_id=under, **traced
-                )
-            except ArborError as exc:
-                flash("error", str(exc))
-            else:
-                st.session_state.alternatives = {
-                    "results": results,
-                    "under": under or plan.root.id,
-                    "base": plan,
-                }
+    if go_col.button(
+        "Sample alternative plans",
+        key="sample_alternatives",
+        disabled=busy,
+        help=planner_jobs.busy_help(),
+    ):
+        job = jobs.alternatives(plan.task, int(k), model, plan=plan, node_id=under, **traced)
+        planner_jobs.remember(job, "plan")
         st.rerun()
+    planner_jobs.panel("plan")
 
 
 def _planner_result(session: ArborSession, label: str, call: Callable[[], object]) -> None:
     try:
         result = call()
     except ArborError as exc:
-        flash("error", f"{label}: {exc}")
+        flash("error", f"Could not {label}: {exc}")
         return
     notes = list(getattr(result, "notes", []))
     if getattr(result, "fallback", False):
@@ -517,6 +573,11 @@ def _fresh_title(plan: Plan) -> str:
     return f"New subtask {index}"
 
 
+def graph_marks(session: ArborSession, ws: Workspace, run_id: str | None) -> dict[str, list[str]]:
+    """Words to write under each node's label: pins, breakpoints, annotations."""
+    return {}
+
+
 def render(session: ArborSession, ws: Workspace, status: dict[str, str], model: ModelRef) -> None:
     """The whole plan section for ``session.plan``."""
     plan = session.plan
@@ -524,9 +585,17 @@ def render(session: ArborSession, ws: Workspace, status: dict[str, str], model: 
     st.subheader("Plan")
     toolbar(session)
     selected = selection(plan)
-    graph_col, editor_col = st.container(key=layout.PLAN_AREA_KEY).columns([3, 2])
-    with graph_col, st.container(key=layout.GRAPH_BOX_KEY):
-        graph(plan, status, selected)
+    metrics = run_metrics(ws, st.session_state.get("run_id"))
+    marks = graph_marks(session, ws, st.session_state.get("run_id"))
+    area = st.container(key=layout.PLAN_AREA_KEY)
+    if st.session_state.get("graph_view", "beside") == "wide":
+        with area:
+            graph(plan, status, selected, metrics=metrics, marks=marks)
+        editor_col = st.container()
+    else:
+        graph_col, editor_col = area.columns([3, 2])
+        with graph_col:
+            graph(plan, status, selected, metrics=metrics, marks=marks)
     with editor_col:
         nodes = plan.nodes()
         choice_box(

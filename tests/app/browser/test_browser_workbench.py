@@ -192,3 +192,82 @@ def test_the_workbench_holds_at_800_and_1440_px(browser, ui_server, width):
     _settled(page)
     page.screenshot(path=str(ARTIFACTS / f"browser-workbench-{width}.png"))
     page.close()
+
+
+def _fifty_node_plan_json() -> str:
+    """Seven subtasks of six steps each (50 nodes) with long titles and dependency edges."""
+    from engine.plan import Node, Plan
+
+    areas = []
+    for i in range(7):
+        steps = [
+            Node(
+                id=f"s{i}_{j}",
+                title=f"Step {j} of area {i}: gather, compare and summarise the evidence",
+                depends_on=[f"s{i}_{j - 1}"] if j % 2 else [],
+            )
+            for j in range(6)
+        ]
+        areas.append(
+            Node(
+                id=f"a{i}",
+                title=f"Area {i} of the market study for a neighbourhood bakery",
+                children=steps,
+                depends_on=[f"a{i - 1}"] if i else [],
+            )
+        )
+    plan = Plan(task="A market study", root=Node(id="root", title="Market study", children=areas))
+    assert len(plan.nodes()) == 50
+    return plan.to_json()
+
+
+def test_a_fifty_node_plan_is_readable(browser, ui_server, tmp_path):
+    plan_file = tmp_path / "fifty.json"
+    plan_file.write_text(_fifty_node_plan_json(), encoding="utf-8")
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    page.set_default_timeout(60_000)
+    page.goto(ui_server.url)
+    page.get_by_label("Task").fill("A market study")
+    _click(page, "Start from a one-node plan")
+    page.locator('[data-testid="stVegaLiteChart"]').first.wait_for()
+    details = page.locator('[data-testid="stExpander"] details').filter(
+        has=page.get_by_text("Import / plan as JSON")
+    )
+    details.locator("summary").click()
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(plan_file))
+    _click(page, "Import plan")
+    _expect(page, "import", lambda p: len(_children(p)) == 7)
+    _settled(page)
+    page.get_by_text("Graph full width", exact=True).click()  # a segmented control
+    page.locator(".st-key-plan_area .st-key-plan_graph_box").wait_for()
+    _settled(page)
+    chart = page.locator('[data-testid="stVegaLiteChart"]').first
+    points = chart.locator('path[aria-roledescription="point"]')
+    assert points.count() == 50
+    boxes = [points.nth(i).bounding_box() for i in range(50)]
+    for i, first in enumerate(boxes):  # no node drawn over another
+        for second in boxes[i + 1 :]:
+            apart = (
+                first["x"] + first["width"] <= second["x"] + 0.5
+                or second["x"] + second["width"] <= first["x"] + 0.5
+                or first["y"] + first["height"] <= second["y"] + 0.5
+                or second["y"] + second["height"] <= first["y"] + 0.5
+            )
+            assert apart, f"two nodes overlap: {first} {second}"
+    # Every node has a label with its id; long titles are abbreviated, the full one on hover.
+    labels = chart.locator("text").evaluate_all("els => els.map(el => el.textContent)")
+    for node_id in ["root", "a0", "a6", "s0_0", "s6_5"]:
+        assert any(label.startswith(f"{node_id}: ") for label in labels), node_id
+    assert any(label.endswith("…") for label in labels)
+    # Ten-pixel type or larger, and the graph box scrolls rather than growing past the window.
+    sizes = chart.locator("text").evaluate_all(
+        "els => els.map(el => parseFloat(getComputedStyle(el).fontSize))"
+    )
+    assert min(sizes) >= 10
+    box = page.locator(".st-key-plan_graph_box").bounding_box()
+    assert box["height"] <= 0.8 * 900
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator(".st-key-plan_graph_box").scroll_into_view_if_needed()
+    _settled(page)
+    page.screenshot(path=str(ARTIFACTS / "browser-workbench-50-nodes.png"))
+    page.close()
