@@ -15,17 +15,22 @@ import streamlit as st
 from app.ui.layout import responsive_layout
 from engine.errors import ArborError, user_message
 
-st.set_page_config(page_title="Arbor", page_icon="🌳", layout="wide")
+st.set_page_config(page_title="Arbor", page_icon=":material/account_tree:", layout="wide")
 responsive_layout()
 
 UI_DIR = Path(__file__).resolve().parent / "ui"
+# Material icons, not emoji: Streamlit ships the Material Symbols font, while emoji need a
+# colour-emoji font that headless Chromium and many Linux desktops lack (they drew empty boxes).
 pages = st.navigation(
     [
-        st.Page(UI_DIR / "workbench.py", title="Workbench", icon="🛠️", default=True),
-        st.Page(UI_DIR / "inspector_page.py", title="Inspector", icon="🔎"),
-        st.Page(UI_DIR / "evaluate_page.py", title="Evaluate", icon="📊"),
-        st.Page(UI_DIR / "sessions_page.py", title="Sessions", icon="🗂️"),
-        st.Page(UI_DIR / "models_page.py", title="Models", icon="🧠"),
+        st.Page(
+            UI_DIR / "workbench.py", title="Workbench", icon=":material/construction:", default=True
+        ),
+        st.Page(UI_DIR / "inspector_page.py", title="Inspector", icon=":material/search:"),
+        st.Page(UI_DIR / "evaluate_page.py", title="Evaluate", icon=":material/monitoring:"),
+        st.Page(UI_DIR / "sessions_page.py", title="Sessions", icon=":material/folder_open:"),
+        st.Page(UI_DIR / "models_page.py", title="Models", icon=":material/memory:"),
+        st.Page(UI_DIR / "settings_page.py", title="Settings", icon=":material/settings:"),
     ]
 )
 try:

@@ -10,6 +10,7 @@ The UI shows ``user_message(error)``; the command line prints it and exits non-z
     ├── ModelUnavailable           a model cannot be used: file, endpoint, key
     ├── ModelCallFailed            a reachable model's call failed after retries
     ├── CallCancelled              a call stopped because its run was cancelled
+    ├── PlannerCancelled           a planner action (decompose, expand...) was cancelled
     ├── NodeBudgetExhausted        a node's allowance cannot grant the next call
     ├── CheckError                 an analyst's regex, JSON schema or expression is unusable
     ├── DatasetError               a dataset file cannot be used
@@ -69,6 +70,10 @@ class CallCancelled(ArborError):
     def __init__(self, message: str, partial: str = ""):
         self.partial = partial
         super().__init__(message)
+
+
+class PlannerCancelled(ArborError):
+    """A planner action was cancelled by the analyst; nothing it made was applied."""
 
 
 class NodeBudgetExhausted(ArborError):

@@ -54,6 +54,12 @@ class ArborSession(BaseModel):
     run_ids: list[str] = Field(default_factory=list)
     created_at: datetime = Field(default_factory=_now)
     updated_at: datetime = Field(default_factory=_now)
+    #: Run control (``app.ui.run_control``): outputs held fixed by node id, nodes to pause
+    #: before or after, and step mode. Defaults, so files written before them still load.
+    pins: dict[str, str] = Field(default_factory=dict)
+    break_before: list[str] = Field(default_factory=list)
+    break_after: list[str] = Field(default_factory=list)
+    step_mode: bool = False
 
     # -- files -----------------------------------------------------------------------------
     def to_file_text(self) -> str:
@@ -109,6 +115,30 @@ class ArborSession(BaseModel):
         return session
 
 
+_RUN_CONTROL_FIELDS = ("pins", "break_before", "break_after", "step_mode")
+
+
+def _run_control(session: ArborSession) -> dict[str, object]:
+    return {name: getattr(session, name) for name in _RUN_CONTROL_FIELDS}
+
+
+def _run_control_fields(text: str | None) -> dict[str, object]:
+    """A record's pins and breakpoints; anything unreadable is dropped (they are a
+    convenience, never a reason to refuse a session)."""
+    try:
+        stored = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    if not isinstance(stored, dict):
+        return {}
+    fields = {name: stored[name] for name in _RUN_CONTROL_FIELDS if name in stored}
+    try:
+        ArborSession.model_validate(fields)
+    except ValidationError:
+        return {}
+    return fields
+
+
 class SessionRecord(SQLModel, table=True):
     """One row per session; the plan and caps are stored as validated JSON."""
 
@@ -122,6 +152,8 @@ class SessionRecord(SQLModel, table=True):
     run_ids_json: str = "[]"
     created_at: datetime
     updated_at: datetime
+    #: Pins, breakpoints and step mode (sessions migration 2), as JSON.
+    run_control_json: str | None = None
 
 
 class SessionStore:
@@ -159,6 +191,7 @@ class SessionStore:
             run_ids_json=json.dumps(session.run_ids),
             created_at=session.created_at,
             updated_at=session.updated_at,
+            run_control_json=json.dumps(_run_control(session)),
         )
         with DBSession(self.engine) as db:
             db.merge(record)
@@ -273,4 +306,5 @@ class SessionStore:
             run_ids=json.loads(record.run_ids_json),
             created_at=record.created_at,
             updated_at=record.updated_at,
+            **_run_control_fields(record.run_control_json),
         )

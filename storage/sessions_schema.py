@@ -56,9 +56,15 @@ def _create_v1(cur: sqlite3.Cursor) -> None:
         cur.execute(statement)
 
 
+def _add_v2_run_control(cur: sqlite3.Cursor) -> None:
+    """A session's pins, breakpoints and step mode (``app.ui.run_control``), as JSON."""
+    cur.execute("ALTER TABLE sessions ADD COLUMN run_control_json VARCHAR")
+
+
 #: Ordered, named migrations; a file records which it has applied. Append, never edit.
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("create sessions and plan_revisions", _create_v1),
+    ("run control: pins, breakpoints, step mode", _add_v2_run_control),
 ]
 
 _VERSION_TABLE = (

@@ -34,6 +34,8 @@ import duckdb
 
 from engine.errors import ExportWriteError, TraceStoreError
 from storage.traces import TraceStore
+from storage.traces.annotations import otlp_annotations
+from storage.traces.run_control import otlp_pins
 
 ExportFormat = Literal["otlp", "parquet", "csv"]
 
@@ -169,6 +171,15 @@ def run_to_otlp(store: TraceStore, run_id: str) -> dict[str, Any]:
     resource = [_attribute("service.name", "arbor")]
     if run.get("session_id"):
         resource.append(_attribute("arbor.session_id", run["session_id"]))
+    label = store.run_labels([run_id]).get(run_id)  # name and tags (storage.traces.labels)
+    if label is not None and label.name:
+        resource.append(_attribute("arbor.run.name", label.name))
+    if label is not None and label.tags:
+        resource.append(_attribute("arbor.run.tags", list(label.tags), as_array=True))
+    spans = [_span(row, run_start_ns) for row in rows]
+    # annotations (storage.traces.annotations): label, score, note on the node's/call's span
+    otlp_annotations(store.annotations(run_id), rows, spans)
+    otlp_pins(store, run_id, rows, spans)  # arbor.pinned on pinned nodes (run control)
     return {
         "resourceSpans": [
             {
@@ -176,7 +187,7 @@ def run_to_otlp(store: TraceStore, run_id: str) -> dict[str, Any]:
                 "scopeSpans": [
                     {
                         "scope": {"name": "arbor", "version": arbor_version()},
-                        "spans": [_span(row, run_start_ns) for row in rows],
+                        "spans": spans,
                     }
                 ],
             }
@@ -199,6 +210,7 @@ def _span(row: dict[str, Any], run_start_ns: int) -> dict[str, Any]:
         if row[column] is not None
     ]
     attributes.extend(_content_attributes(row))
+    attributes.extend(_attribute(k, v) for k, v in openinference_attributes(row).items())
     code = OTLP_STATUS.get(row["status_code"], STATUS_UNSET)
     status: dict[str, Any] = {"code": code}
     message = row["status_message"]
@@ -248,6 +260,58 @@ def _content_attributes(row: dict[str, Any]) -> list[dict[str, Any]]:
         else:
             attributes.append(_attribute(output_key, row["output"]))
     return attributes
+
+
+#: OpenInference's span kind (what Arize Phoenix groups and draws by) for each of Arbor's.
+OPENINFERENCE_KINDS: dict[str, str] = {
+    "run": "AGENT",
+    "node": "CHAIN",
+    "sample": "CHAIN",
+    "call": "LLM",
+}
+
+
+def openinference_attributes(row: dict[str, Any]) -> dict[str, Any]:
+    """The OpenInference attributes Arize Phoenix reads, for one row of the ``spans`` view,
+    where they differ from the GenAI conventions' (``openinference.span.kind``,
+    ``llm.model_name``, ``llm.token_count.*``, ``input.value``/``output.value``, a call's
+    messages flattened as ``llm.input_messages.N.message.*``). Both sets travel on every span,
+    so a GenAI-convention backend and Phoenix read the same export."""
+    kind = row["span_kind"]
+    found: dict[str, Any] = {"openinference.span.kind": OPENINFERENCE_KINDS.get(kind, "CHAIN")}
+    if row["gen_ai_request_model"] is not None:
+        found["llm.model_name"] = row["gen_ai_request_model"]
+    if row["gen_ai_provider_name"] is not None:
+        found["llm.provider"] = row["gen_ai_provider_name"]
+    prompt_tokens = row["gen_ai_usage_input_tokens"]
+    completion_tokens = row["gen_ai_usage_output_tokens"]
+    if prompt_tokens is not None:
+        found["llm.token_count.prompt"] = prompt_tokens
+    if completion_tokens is not None:
+        found["llm.token_count.completion"] = completion_tokens
+    if prompt_tokens is not None or completion_tokens is not None:
+        found["llm.token_count.total"] = (prompt_tokens or 0) + (completion_tokens or 0)
+    if row["arbor_session_id"] is not None:
+        found["session.id"] = row["arbor_session_id"]
+    if row["input"] is not None:
+        found["input.value"] = row["input"]
+        messages = _input_messages(row["input"]) if kind == "call" else None
+        if messages is not None:
+            found["input.mime_type"] = "application/json"
+            for index, message in enumerate(messages):
+                prefix = f"llm.input_messages.{index}.message"
+                found[f"{prefix}.role"] = message["role"]
+                texts = [p.get("content") for p in message["parts"] if p.get("type") == "text"]
+                found[f"{prefix}.content"] = "".join(t for t in texts if isinstance(t, str))
+        else:
+            found["input.mime_type"] = "text/plain"
+    if row["output"] is not None:
+        found["output.value"] = row["output"]
+        found["output.mime_type"] = "text/plain"
+        if kind == "call":
+            found["llm.output_messages.0.message.role"] = "assistant"
+            found["llm.output_messages.0.message.content"] = row["output"]
+    return found
 
 
 def _input_messages(prompt: str) -> list[dict[str, Any]] | None:
@@ -427,6 +491,7 @@ __all__ = [
     "ARRAY_ATTRIBUTES",
     "CONTENT_ATTRIBUTES",
     "EXPORT_FORMATS",
+    "OPENINFERENCE_KINDS",
     "OTLP_KINDS",
     "OTLP_STATUS",
     "SPAN_ATTRIBUTES",
@@ -435,6 +500,7 @@ __all__ = [
     "export_filename",
     "export_run",
     "export_run_bytes",
+    "openinference_attributes",
     "run_to_otlp",
     "run_to_otlp_json",
 ]

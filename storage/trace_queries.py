@@ -24,6 +24,7 @@ from engine.errors import ArborError, TraceStoreError
 from engine.plan import Plan
 from engine.plan.diff import PlanDiff, diff_plans
 from storage.traces import TraceStore
+from storage.traces import annotations as annotation_rows
 
 #: ``runs.kind`` of a plan execution (the other kinds are planner actions).
 EXECUTION = "execution"
@@ -348,6 +349,9 @@ class TraceQueries:
             " ORDER BY coalesce(a.started_at, b.started_at) NULLS LAST, 1",
             [run_a, run_b],
         )
+        # annotations: each node's labels in each run ("bad ×2"), columns annotations_a/_b
+        labels = self._frame(annotation_rows.LABELS_OF_RUNS_SQL, [run_a, run_b])
+        nodes = annotation_rows.with_labels(nodes, labels, run_a, run_b)
         totals = pd.DataFrame(
             [
                 _total_row("tokens", _tokens(first), _tokens(second)),

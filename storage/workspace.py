@@ -18,6 +18,7 @@ from engine.models import registry_backend_factory
 from engine.plan import Plan
 from engine.run import executor
 from engine.run.budget import RunCaps
+from engine.run.control import RunControl
 from engine.run.events import Listener, is_answered
 from engine.run.executor import RunResult, execute_plan
 from storage import paths
@@ -45,6 +46,7 @@ class Workspace:
         cancel: threading.Event | None = None,
         use_cache: bool = True,
         rerun: Iterable[str] = (),
+        control: RunControl | None = None,
     ) -> RunResult:
         """Execute ``plan`` with every event written to the trace store as it happens.
 
@@ -52,7 +54,8 @@ class Workspace:
         to it before the run starts, so a run that crashes midway is still listed with it.
         With ``use_cache`` (the default) a call recorded before with the same key (rendered
         prompt, model, parameters, seed, sample index) is reused instead of made; ``rerun``
-        names nodes that run again, with everything downstream, regardless.
+        names nodes that run again, with everything downstream, regardless. ``control``
+        adds pins, breakpoints, step mode or a fork's reused nodes (``engine.run.control``).
         """
         return self._execute(
             plan,
@@ -64,6 +67,7 @@ class Workspace:
             use_cache=use_cache,
             rerun=rerun,
             resumed_from=None,
+            control=control,
         )
 
     def resume_run(
@@ -73,8 +77,14 @@ class Workspace:
         listeners: Iterable[Listener] = (),
         cancel: threading.Event | None = None,
         new_run_id: str | None = None,
+        plan: Plan | None = None,
+        control: RunControl | None = None,
     ) -> RunResult:
-        """Continue run ``run_id`` (interrupted, stopped, failed or cancelled) as a new run.
+        """Continue run ``run_id`` (interrupted, paused, stopped, failed or cancelled) as a new
+        run.
+
+        ``plan`` replaces the stored plan (a resume with an edited instruction); the source
+        run's pinned outputs stay pinned unless ``control`` pins those nodes otherwise.
 
         The stored plan and caps are executed again under the same session with the trace
         store as call cache, so every call that finished before is reused and only the rest
@@ -115,8 +125,14 @@ class Workspace:
             self.traces.mark_interrupted([run_id])
         if not record.get("plan_json"):
             raise PlanError(f"Run {run_id!r} has no stored plan to resume.")
-        plan = Plan.from_json(record["plan_json"], source=f"run {run_id}")
+        if plan is None:
+            plan = Plan.from_json(record["plan_json"], source=f"run {run_id}")
         caps = RunCaps.model_validate_json(record["caps_json"]) if record["caps_json"] else None
+        control = control or RunControl()
+        known = plan.nodes()
+        for row in self.traces.node_executions(run_id):
+            if row.get("pinned") and row["node_id"] in known:
+                control.pins.setdefault(row["node_id"], row["output"] or "")
         return self._execute(
             plan,
             caps,
@@ -127,6 +143,7 @@ class Workspace:
             use_cache=True,
             rerun=(),
             resumed_from=run_id,
+            control=control,
         )
 
     def delete_session(self, session_id: str, *, delete_runs: bool = False) -> list[str]:
@@ -188,6 +205,7 @@ class Workspace:
         use_cache: bool,
         rerun: Iterable[str],
         resumed_from: str | None,
+        control: RunControl | None = None,
     ) -> RunResult:
         run_id = run_id or executor.new_run_id()
         if session_id is not None and self.sessions.exists(session_id):
@@ -208,6 +226,7 @@ class Workspace:
                 cache=self.traces if use_cache else None,
                 rerun=rerun,
                 resumed_from=resumed_from,
+                control=control,
             )
         except BaseException:
             with suppress(TraceStoreError):  # the run's own error is the one to raise

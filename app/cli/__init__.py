@@ -9,6 +9,9 @@ handlers they call::
     sessions   sessions (list, search, rename, duplicate, delete), export-session, import-session
     tune       allocate, eval, search (set up and saved by ``app.services.tuning``)
     models     models (list, add-local, add-remote, remove, test)
+    annotate   annotate (label a run, node or call good/bad), annotations
+    debug      fork; run control options of run and resume (pins, breakpoints, edits)
+    playground playground (variants of one node of a recorded run, side by side)
     common     parent parsers (caps, pool, --model), plan files, tables, typed choices
 
 Handlers import engine, storage and their libraries when they run, so ``run.py --help`` and
@@ -24,7 +27,7 @@ import os
 import sys
 from pathlib import Path
 
-from app.cli import models, plans, runs, sessions, tune, ui
+from app.cli import annotate, debug, models, plans, playground, runs, sessions, tune, ui
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Arbor: plan, run, trace.")
     ui.register(parser)
     commands = parser.add_subparsers(dest="command")
-    for group in (runs, plans, sessions, tune, models):
+    for group in (runs, debug, plans, sessions, tune, models, annotate, playground):
         group.register(commands)
     return parser
 

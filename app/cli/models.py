@@ -46,6 +46,33 @@ def register(commands: Subparsers) -> None:
     rmv = models.add_parser("remove", help="remove a registered model")
     rmv.add_argument("name")
     rmv.set_defaults(handler=remove_model)
+    dsc = models.add_parser(
+        "discover",
+        help="find GGUF files (HF cache, LM Studio, GPT4All, Ollama, your folders) and "
+        "OpenAI-compatible servers on localhost",
+    )
+    dsc.add_argument(
+        "--folder",
+        action="append",
+        default=[],
+        help="another folder to scan recursively (repeatable; also $ARBOR_MODEL_FOLDERS)",
+    )
+    dsc.add_argument(
+        "--port",
+        type=int,
+        action="append",
+        help="probe these localhost ports instead of 11434, 1234, 8080 and 8000 (repeatable)",
+    )
+    dsc.add_argument("--no-servers", action="store_true", help="do not probe localhost ports")
+    dsc.add_argument(
+        "--add",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="register the found model of this name (repeatable; 'all' adds every usable one)",
+    )
+    dsc.add_argument("--json", action="store_true", help="print the findings as JSON")
+    dsc.set_defaults(handler=discover_models)
     tst = models.add_parser("test", help="check models step by step (default: all)")
     tst.add_argument("name", nargs="?")
     tst.set_defaults(handler=test_models)
@@ -138,3 +165,108 @@ def test_models(args: argparse.Namespace) -> int:
             failed += 1
             print(f"error: {check.summary()}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def discover_models(args: argparse.Namespace) -> int:
+    """Scan the usual model folders and localhost ports; optionally register what was found."""
+    import json
+
+    from engine.errors import ArborError
+    from engine.models.discovery import add_candidate, discover, mark_registered
+    from engine.models.local_servers import (
+        add_server_model,
+        detect_servers,
+        mark_server_models,
+        server_model_name,
+    )
+
+    registry = _registry()
+    found = mark_registered(discover(folders=args.folder), registry)
+    servers = [] if args.no_servers else detect_servers(args.port)
+    registered_remote = mark_server_models(servers, registry)
+    wanted = set(args.add)
+    added: list[str] = []
+    failed: list[str] = []
+
+    def want(name: str, usable: bool) -> bool:
+        return name in wanted or ("all" in wanted and usable)
+
+    for candidate in found.candidates:
+        if want(candidate.name, candidate.usable and not candidate.registered_as):
+            wanted.discard(candidate.name)
+            try:
+                added.append(add_candidate(registry, candidate).name)
+            except ArborError as exc:
+                failed.append(str(exc))
+    for server in servers:
+        for model in server.models:
+            name = server_model_name(server, model)
+            if want(name, (server.base_url, model) not in registered_remote):
+                wanted.discard(name)
+                try:
+                    entry = add_server_model(registry, server, model)
+                    registered_remote[(server.base_url, model)] = entry.name
+                    added.append(entry.name)
+                except ArborError as exc:
+                    failed.append(str(exc))
+    wanted.discard("all")
+    failed += [f"nothing called {name!r} was found." for name in sorted(wanted)]
+
+    if args.json:
+        payload = {
+            "scanned": [{"source": r.source, "path": str(r.path)} for r in found.scanned],
+            "files_seen": found.files_seen,
+            "models": [c.to_dict() for c in found.candidates],
+            "servers": [
+                {
+                    **s.to_dict(),
+                    "offers": [
+                        {
+                            "name": server_model_name(s, m),
+                            "model": m,
+                            "registered_as": registered_remote.get((s.base_url, m)),
+                        }
+                        for m in s.models
+                    ],
+                }
+                for s in servers
+            ],
+            "added": added,
+            "errors": failed,
+        }
+        print(json.dumps(payload, indent=2))
+    else:
+        _print_discovery(found, servers, registered_remote, probed=not args.no_servers)
+        for name in added:
+            print(f"added {name!r}")
+    for message in failed:
+        print(f"error: {message}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _print_discovery(found, servers, registered_remote, *, probed: bool) -> None:
+    from engine.models.local_servers import server_model_name
+
+    where = ", ".join(f"{r.source} {r.path}" for r in found.scanned) or "none of the usual folders"
+    print(f"scanned: {where} ({found.files_seen} files)")
+    for candidate in found.candidates:
+        if candidate.usable:
+            state = (
+                f"registered as {candidate.registered_as!r}" if candidate.registered_as else "new"
+            )
+            print(f"{candidate.name:40} {candidate.source:11} {state:24} {candidate.facts()}")
+            print(f"{'':40} {candidate.path}")
+        else:
+            print(f"{candidate.name:40} {candidate.source:11} cannot be used: {candidate.problem}")
+    if not found.candidates:
+        print("no GGUF files found (add folders with --folder or $ARBOR_MODEL_FOLDERS)")
+    for server in servers:
+        print(f"server {server.label} at {server.base_url}")
+        if server.problem:
+            print(f"  cannot be used: {server.problem}")
+        for model in server.models:
+            registered = registered_remote.get((server.base_url, model))
+            state = f"registered as {registered!r}" if registered else "new"
+            print(f"  {server_model_name(server, model):40} {state}")
+    if probed and not servers:
+        print("no OpenAI-compatible server answered on the probed localhost ports")

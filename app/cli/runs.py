@@ -8,10 +8,11 @@ import json
 import sys
 from pathlib import Path
 
+from app.cli import debug
 from app.cli.common import Subparsers, caps_from, caps_options, choice_option, shown
 
 #: ``storage.traces.schema.RUN_KINDS``, written out so building the parser imports no storage.
-_RUN_KINDS = ("execution", "decompose", "expand", "replan", "rate", "alternatives")
+_RUN_KINDS = ("execution", "decompose", "expand", "replan", "rate", "alternatives", "playground")
 
 
 JSON_HELP = "print the result as one JSON object (status, answer, suspect nodes, tokens)"
@@ -33,11 +34,13 @@ def register(commands: Subparsers) -> None:
         help="run NODE and everything downstream again even if unchanged (repeatable)",
     )
     run.add_argument("--json", action="store_true", help=JSON_HELP)
+    debug.add_run_options(run)
     run.set_defaults(handler=run_file)
 
     res = commands.add_parser("resume", help="continue an interrupted run, reusing finished calls")
     res.add_argument("run_id", metavar="RUN_ID")
     res.add_argument("--json", action="store_true", help=JSON_HELP)
+    debug.add_edit_options(res)
     res.set_defaults(handler=resume_run)
 
     rns = commands.add_parser("runs", help="list recent runs; flags interrupted ones")
@@ -48,17 +51,39 @@ def register(commands: Subparsers) -> None:
         action="append",
         choices=_RUN_KINDS,
         help="only runs of this kind (repeatable); default: execution. Planner actions are "
-        "decompose, expand, replan, rate, alternatives",
+        "decompose, expand, replan, rate, alternatives; playground variants are playground",
     )
     kinds.add_argument(
         "--all", action="store_true", help="every kind: plan executions and planner actions"
     )
+    rns.add_argument("--tag", action="append", help="only runs with this tag (repeatable: all)")
     rns.set_defaults(handler=list_runs)
 
-    exr = commands.add_parser("export-run", help="write a run's spans as OTLP JSON, Parquet or CSV")
+    tag = commands.add_parser("tag-run", help="name a run and set its tags (shown by `runs`)")
+    tag.add_argument("run_id", metavar="RUN_ID")
+    tag.add_argument("--name", help='a short name for the run ("" clears it)')
+    tag.add_argument(
+        "--tag",
+        action="append",
+        help="a tag (repeatable); replaces the run's tags unless --add is given",
+    )
+    tag.add_argument("--add", action="store_true", help="add the --tag tags to the run's own")
+    tag.add_argument("--clear-tags", action="store_true", help="remove every tag of the run")
+    tag.set_defaults(handler=tag_run)
+
+    exr = commands.add_parser(
+        "export-run", help="write a run's spans as OTLP JSON, Parquet or CSV, or send them (--to)"
+    )
     exr.add_argument("run_id", metavar="RUN_ID")
     choice_option(exr, "--format", literal=_export_formats, default="otlp")
-    exr.add_argument("-o", "--output", required=True, help="file to write")
+    target = exr.add_mutually_exclusive_group(required=True)
+    target.add_argument("-o", "--output", help="file to write")
+    target.add_argument(
+        "--to",
+        metavar="URL",
+        help="send the spans to an OTLP/HTTP receiver: its traces URL (.../v1/traces) or base"
+        " URL; headers from OTEL_EXPORTER_OTLP_HEADERS",
+    )
     exr.set_defaults(handler=export_run_file)
 
     qry = commands.add_parser("query", help="read-only SQL over the trace store")
@@ -104,6 +129,12 @@ def run_file(args: argparse.Namespace) -> int:
     workspace = Workspace()
     plan, caps, session_id = _load_run_target(Path(args.file), workspace)
     caps = caps_from(args, caps)
+    from app.services.run_preview import warn_if_unreachable
+
+    warn_if_unreachable(plan, caps, workspace)
+    if debug.controlled(args):  # pins, breakpoints, step mode
+        result = debug.run_controlled(args, workspace, plan, caps, session_id, [print_progress])
+        return report_run(result, workspace, as_json=getattr(args, "json", False))
 
     result = workspace.run_plan(
         plan,
@@ -160,6 +191,8 @@ def report_run(result, workspace, *, as_json: bool = False) -> int:
     """Print a finished run's summary and answer; the exit status says whether it has an
     answer: 0 for "completed" and for "suspect" (answered, with a warning per suspect node)."""
     code = 0 if result.answered else 1
+    if result.status == "paused":  # stopped at a breakpoint: exit status 3
+        code = debug.paused_exit(result) or code
     if as_json:
         summary = run_summary(result) | {"traces": str(workspace.traces.path)}
         print(json.dumps(summary, ensure_ascii=False, indent=2))
@@ -189,6 +222,9 @@ def resume_run(args: argparse.Namespace) -> int:
 
     workspace = Workspace()
     print(f"resuming {args.run_id}", file=sys.stderr, flush=True)
+    if debug.controlled(args):  # edited outputs or instructions
+        result = debug.resume_controlled(args, workspace, [print_progress])
+        return report_run(result, workspace, as_json=getattr(args, "json", False))
     result = workspace.resume_run(args.run_id, listeners=[print_progress])
     return report_run(result, workspace, as_json=getattr(args, "json", False))
 
@@ -198,9 +234,25 @@ def list_runs(args: argparse.Namespace) -> int:
     from storage.workspace import Workspace
 
     kinds = None if args.all else (args.kind or ["execution"])
-    runs = Workspace().traces.runs(limit=args.limit, kinds=kinds)
+    traces = Workspace().traces
+    wanted = set(getattr(args, "tag", None) or ())
+    # A tag filter reads every run of those kinds, then keeps the newest ``limit`` tagged ones.
+    runs = traces.runs(limit=None if wanted else args.limit, kinds=kinds)
+    labels = traces.run_labels([run["run_id"] for run in runs]) if runs else {}
+    if wanted:
+        wanted = {tag.strip().lower() for tag in wanted}
+        runs = [
+            run
+            for run in runs
+            if run["run_id"] in labels and wanted <= set(labels[run["run_id"]].tags)
+        ][: args.limit]
     if not runs:
-        print("no runs recorded yet", file=sys.stderr)
+        print(
+            "no run has the tag(s) " + ", ".join(sorted(wanted))
+            if wanted
+            else "no runs recorded yet",
+            file=sys.stderr,
+        )
         return 0
     planner = kinds != ["execution"]
     kind_head = f" {'kind':12}" if planner else ""
@@ -216,13 +268,17 @@ def list_runs(args: argparse.Namespace) -> int:
             hint = f"  imported, read-only ({shown(run['origin'])})"
         elif run["resumed_by"]:
             hint = f"  -> resumed as {run['resumed_by']}"
-        elif run["status"] == "interrupted":
+        elif run["status"] in ("interrupted", "paused"):
             hint = f"  <- run.py resume {run['run_id']}"
         else:
             hint = ""
         if run.get("kind") not in (None, "execution") and not hint:
             hint = f"  {shown(run['task'] or '')[:60]}"
         kind = f" {run.get('kind') or 'execution':12}" if planner else ""
+        label = labels.get(run["run_id"])
+        if label is not None and (label.name or label.tags):
+            named = [f'"{shown(label.name)}"'] if label.name else []
+            hint = "  " + " ".join([*named, *(f"#{tag}" for tag in label.tags)]) + hint
         print(
             f"{run['run_id']:30}{kind} {run['status']:11} {str(run['nodes_done']) + reused:>10} "
             f"{tokens:>8} {run['cost_usd'] or 0:>9.4f}  {started}{hint}"
@@ -230,11 +286,39 @@ def list_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def tag_run(args: argparse.Namespace) -> int:
+    """Name a run and set (or add to, or clear) its tags."""
+    from storage.workspace import Workspace
+
+    if args.name is None and args.tag is None and not args.clear_tags:
+        print("error: give --name, --tag or --clear-tags", file=sys.stderr)
+        return 2
+    traces = Workspace().traces
+    tags = None
+    if args.clear_tags:
+        tags = []
+    elif args.tag is not None:
+        own = traces.run_labels([args.run_id]).get(args.run_id)
+        tags = [*(own.tags if args.add and own else ()), *args.tag]
+    label = traces.label_run(args.run_id, name=args.name, tags=tags)
+    tags_text = ", ".join(label.tags) or "none"
+    print(f"run {args.run_id}: name {label.name or '(none)'!s}; tags {tags_text}")
+    return 0
+
+
 def export_run_file(args: argparse.Namespace) -> int:
-    """Write one run's spans as OTLP JSON, Parquet or CSV."""
+    """Write one run's spans as OTLP JSON, Parquet or CSV, or send them to ``--to URL``."""
     from storage.trace_export import export_run
     from storage.workspace import Workspace
 
+    if args.to:
+        from app.services.otlp import send_recorded_run
+
+        if args.format != "otlp":
+            raise ValueError(f"--to sends OTLP; --format {args.format} is for files (-o).")
+
+        print(send_recorded_run(Workspace().traces, args.run_id, args.to))
+        return 0
     path = export_run(Workspace().traces, args.run_id, Path(args.output), args.format)
     print(f"exported run {args.run_id} as {args.format} to {path} ({path.stat().st_size:,} bytes)")
     return 0

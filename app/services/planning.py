@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.errors import ArborError, TraceStoreError, user_message
+from engine.errors import ArborError, PlannerCancelled, TraceStoreError, user_message
 from engine.models import Backend, ChatMessage, Completion, backend_for
 from engine.models.base import TokenCallback
 from engine.plan import GenerationConfig, ModelRef, Node, Plan
@@ -346,7 +346,9 @@ def _failed_data(
         for entry in backend.recorded
     ]
     reason = user_message(exc) if isinstance(exc, ArborError) else str(exc)
-    return PlannerRunData(status="failed", calls=calls, stop_reason=reason, node_id=node_id)
+    # A cancelled action is no failure: the analyst stopped it and nothing was applied.
+    status = "cancelled" if isinstance(exc, PlannerCancelled) else "failed"
+    return PlannerRunData(status=status, calls=calls, stop_reason=reason, node_id=node_id)
 
 
 def _not_recorded_note(store: TraceStore) -> str:
@@ -384,8 +386,9 @@ def decompose_traced(
 
     ``on_progress`` hears the planner's stages when the planner reports them (its own
     ``on_progress``), else "planner call N" before each model call. ``planner_options``
-    (``style``, ``samples``, ...) go to the planner as they are, here and in the functions
-    below. Raises what ``decompose`` raises (the failed attempt is recorded first).
+    (``style``, ``samples``, ``cancel``, ``on_text``, ...) go to the planner as they are, here
+    and in the functions below. Raises what ``decompose`` raises (the failed attempt is
+    recorded first); a cancelled action (``PlannerCancelled``) is recorded as "cancelled".
     """
     model = model or ModelRef()
     planner_reports = _accepts(decompose, "on_progress")
@@ -434,8 +437,11 @@ def split_traced(
     ``replan`` run on ``node_id``."""
     kind = "replan" if replace else "expand"
     model = model or plan.default_model
-    recording = _backend(model, backend, on_progress)
     split = replan_subtree if replace else expand_node
+    planner_reports = _accepts(split, "on_progress")
+    recording = _backend(model, backend, None if planner_reports else on_progress)
+    if planner_reports and on_progress is not None:
+        planner_options["on_progress"] = on_progress
     started = datetime.now(UTC)
     try:
         result = split(plan, node_id, model, backend=recording, **planner_options)
@@ -487,7 +493,10 @@ def rate_traced(
     """``rate_difficulty``, recorded as a ``rate`` run: one ``rate`` row per call (the rater
     returns no ``Completion``s, so the calls are the ones the recording backend saw)."""
     model = model or plan.default_model
-    recording = _backend(model, backend, on_progress)
+    planner_reports = _accepts(rate_difficulty, "on_progress")
+    recording = _backend(model, backend, None if planner_reports else on_progress)
+    if planner_reports and on_progress is not None:
+        planner_options["on_progress"] = on_progress
     started = datetime.now(UTC)
     try:
         rated, notes = rate_difficulty(
@@ -540,7 +549,10 @@ def alternatives_traced(
     candidates, marked with ``detail.alternative`` (1-based); ``selected`` marks what each
     sample's planner chose (the analyst picks among the samples later)."""
     model = model or (plan.default_model if plan is not None else ModelRef())
-    recording = _backend(model, backend, on_progress)
+    planner_reports = _accepts(sample_alternatives, "on_progress")
+    recording = _backend(model, backend, None if planner_reports else on_progress)
+    if planner_reports and on_progress is not None:
+        planner_options["on_progress"] = on_progress
     started = datetime.now(UTC)
     try:
         results = sample_alternatives(

@@ -13,8 +13,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from app.services import choices
-from app.ui.widgets import field_slider, model_picker
+from app.services import choices, run_preview
+from app.ui.widgets import field_bounds, field_slider, model_picker
 from engine.checks import check_selector
 from engine.errors import ArborError
 from engine.plan import Plan
@@ -47,6 +47,15 @@ POLICY_LABELS = {
 }
 
 
+#: What a strategy starts with when it is chosen (a single call keeps ``samples=1``, which is
+#: no start for a vote whose minimum is 3).
+KIND_DEFAULTS: dict[str, dict[str, int]] = {
+    "self_consistency": {"samples": 5, "min_samples": 3},
+    "best_of_n": {"samples": 4},
+    "self_refine": {"refine_rounds": 2},
+}
+
+
 def strategy_inputs(current: StrategyConfig, *, key: str) -> StrategyConfig:
     """Inputs for one strategy; returns the edited copy (validation errors raise)."""
     kinds = choices.ordered(StrategyKind, STRATEGY_LABELS)
@@ -57,10 +66,18 @@ def strategy_inputs(current: StrategyConfig, *, key: str) -> StrategyConfig:
         format_func=choices.label_of(STRATEGY_LABELS),
         key=f"{key}_kind",
     )
+    if kind != current.kind:  # a newly chosen strategy starts from its own defaults
+        current = current.model_copy(update=KIND_DEFAULTS.get(kind, {}))
     values: dict[str, Any] = {"kind": kind}
     if kind in ("best_of_n", "self_consistency"):
+        # Keyed by the strategy, so switching strategy shows that strategy's default count.
         values["samples"] = field_slider(
-            StrategyConfig, "samples", current.samples, key=f"{key}_samples", step=1
+            StrategyConfig,
+            "samples",
+            current.samples,
+            key=f"{key}_{kind}_samples",
+            step=1,
+            label="Samples per node",
         )
         values["temperature"] = field_slider(
             StrategyConfig,
@@ -85,14 +102,24 @@ def strategy_inputs(current: StrategyConfig, *, key: str) -> StrategyConfig:
             "Stop early once the vote is settled", value=current.early_stop, key=f"{key}_early"
         )
         values["min_samples"] = field_slider(
-            StrategyConfig, "min_samples", current.min_samples, key=f"{key}_min", step=1
+            StrategyConfig,
+            "min_samples",
+            min(current.min_samples, values["samples"]),
+            key=f"{key}_min",
+            step=1,
+            label="Samples before stopping early",
         )
         values["confidence"] = field_slider(
             StrategyConfig, "confidence", current.confidence, key=f"{key}_conf", step=0.01
         )
     if kind == "self_refine":
         values["refine_rounds"] = field_slider(
-            StrategyConfig, "refine_rounds", current.refine_rounds, key=f"{key}_rounds", step=1
+            StrategyConfig,
+            "refine_rounds",
+            current.refine_rounds,
+            key=f"{key}_rounds",
+            step=1,
+            label="Refine rounds",
         )
     merged = {**current.model_dump(), **values}
     if kind == "single":
@@ -193,50 +220,196 @@ def node_compute_form(
                 st.rerun()
 
 
+#: Session-state keys of the caps inputs (the sidebar's); the suggested-caps and continue
+#: buttons set them in their callbacks, before the inputs are drawn again.
+CAP_KEYS = {
+    "total_tokens": "cap_total",
+    "max_tokens_per_node": "cap_node",
+    "max_parallel": "cap_parallel",
+    "total_cost_usd": "cap_money",
+    "wall_time_s": "cap_time",
+}
+
+
 def caps_inputs(current: RunCaps) -> RunCaps:
-    """The run's global caps: tokens, money, wall time (and the older per-node limits)."""
-    total = field_slider(RunCaps, "total_tokens", current.total_tokens, step=100, key="cap_total")
-    per_node = field_slider(
-        RunCaps, "max_tokens_per_node", current.max_tokens_per_node, step=16, key="cap_node"
+    """The run's global caps: tokens, money, wall time (and the per-node output limit).
+
+    Number inputs with their units: a slider over 100-200,000 tokens cannot be set to 3,000.
+    """
+    low, high = field_bounds(RunCaps, "total_tokens")
+    total = st.number_input(
+        "Total tokens (tokens)",
+        min_value=low,
+        max_value=high,
+        value=min(max(current.total_tokens, low), high),
+        step=500,
+        help=str(RunCaps.model_fields["total_tokens"].description),
+        key=CAP_KEYS["total_tokens"],
+    )
+    low, high = field_bounds(RunCaps, "max_tokens_per_node")
+    per_node = st.number_input(
+        "Output limit per call (tokens)",
+        min_value=low,
+        max_value=high,
+        value=min(max(current.max_tokens_per_node, low), high),
+        step=64,
+        help=str(RunCaps.model_fields["max_tokens_per_node"].description),
+        key=CAP_KEYS["max_tokens_per_node"],
     )
     parallel = field_slider(
-        RunCaps, "max_parallel", current.max_parallel, step=1, key="cap_parallel"
+        RunCaps,
+        "max_parallel",
+        current.max_parallel,
+        step=1,
+        key=CAP_KEYS["max_parallel"],
+        label="Nodes at once",
     )
     money_on = st.checkbox(
         "Cap money", value=current.total_cost_usd is not None, key="cap_money_on"
     )
     money = None
     if money_on:
-        money = st.slider(
-            "Total cost, USD",
-            min_value=0.0,
-            max_value=5.0,
-            value=min(current.total_cost_usd or 0.10, 5.0),
-            step=0.01,
-            help=RunCaps.model_fields["total_cost_usd"].description,
-            key="cap_money",
+        money = float(
+            st.number_input(
+                "Money cap (US$)",
+                min_value=0.0,
+                max_value=10_000.0,
+                value=float(current.total_cost_usd if current.total_cost_usd is not None else 0.10),
+                step=0.05,
+                format="%.2f",
+                help=RunCaps.model_fields["total_cost_usd"].description,
+                key=CAP_KEYS["total_cost_usd"],
+            )
         )
     time_on = st.checkbox("Cap wall time", value=current.wall_time_s is not None, key="cap_time_on")
     wall = None
     if time_on:
         wall = float(
-            st.slider(
-                "Wall time, seconds",
-                min_value=5,
-                max_value=3600,
-                value=int(min(max(current.wall_time_s or 120, 5), 3600)),
-                step=5,
+            st.number_input(
+                "Time cap (seconds)",
+                min_value=1.0,
+                max_value=86_400.0,
+                value=float(current.wall_time_s if current.wall_time_s is not None else 120.0),
+                step=30.0,
+                format="%g",
                 help=RunCaps.model_fields["wall_time_s"].description,
-                key="cap_time",
+                key=CAP_KEYS["wall_time_s"],
             )
         )
     return RunCaps(
-        total_tokens=total,
-        max_tokens_per_node=per_node,
+        total_tokens=int(total),
+        max_tokens_per_node=int(per_node),
         max_parallel=parallel,
         total_cost_usd=money,
         wall_time_s=wall,
     )
+
+
+def _set_caps(session: Any, caps: RunCaps) -> None:
+    """Callback: make ``caps`` the session's and the sidebar inputs' values."""
+    session.caps = caps
+    st.session_state[CAP_KEYS["total_tokens"]] = caps.total_tokens
+    st.session_state[CAP_KEYS["max_tokens_per_node"]] = caps.max_tokens_per_node
+    st.session_state["cap_money_on"] = caps.total_cost_usd is not None
+    if caps.total_cost_usd is not None:
+        st.session_state[CAP_KEYS["total_cost_usd"]] = caps.total_cost_usd
+    st.session_state["cap_time_on"] = caps.wall_time_s is not None
+    if caps.wall_time_s is not None:
+        st.session_state[CAP_KEYS["wall_time_s"]] = caps.wall_time_s
+
+
+def reachability_warning(plan: Plan, caps: RunCaps, ws: Workspace, session: Any) -> None:
+    """Right above the Run button: whether these caps can reach the answer, and a button that
+    applies the least caps that would."""
+    try:
+        preview = run_preview.preview_run(plan, caps, ws)
+    except ArborError:
+        return  # the allocation panel above shows why the plan cannot be allocated
+    check = preview.reachability
+    reasons = [finding.reason for finding in check.problems]
+    if check.verdict == "reachable":
+        detail = f"about {check.needed_tokens:,} tokens needed at most"
+        if check.expected_seconds is not None:
+            detail += f", about {check.expected_seconds:,.0f} s expected from recorded runs"
+        st.caption(f"These caps can reach the answer ({detail}).")
+        return
+    text = check.headline() + "\n" + "\n".join(f"- {reason}" for reason in reasons)
+    (st.error if check.verdict == "cannot_reach" else st.warning)(text, icon=":material/warning:")
+    suggested = check.suggested_caps(caps)
+    if suggested != caps:
+        changes = _cap_changes(caps, suggested)
+        st.button(
+            f"Use the suggested caps ({changes})",
+            key="apply_suggested_caps",
+            on_click=_set_caps,
+            args=(session, suggested),
+        )
+
+
+def _cap_changes(before: RunCaps, after: RunCaps) -> str:
+    parts = []
+    if after.total_tokens != before.total_tokens:
+        parts.append(f"{after.total_tokens:,} tokens")
+    if after.wall_time_s != before.wall_time_s and after.wall_time_s is not None:
+        parts.append(f"{after.wall_time_s:g} s")
+    if after.total_cost_usd != before.total_cost_usd and after.total_cost_usd is not None:
+        parts.append(f"US${after.total_cost_usd:.2f}")
+    return ", ".join(parts)
+
+
+def continue_control(
+    ws: Workspace,
+    jobs: Any,
+    session: Any,
+    plan: Plan,
+    caps: RunCaps,
+    record: dict[str, Any],
+) -> None:
+    """After a run that stopped on a cap: continue it with a higher cap, reusing every node
+    that finished (the call cache), in a new run."""
+    if not run_preview.stopped_on_cap(record.get("status"), record.get("stop_reason")):
+        return
+    raised = run_preview.continue_caps(plan, caps, record.get("stop_reason"), ws)
+    time_cap = str(record.get("stop_reason") or "").startswith("time cap")
+    with st.container(border=True):
+        st.markdown("**Continue with a higher cap**: finished nodes are reused, not run again.")
+        value_col, button_col = st.columns([2, 1])
+        if time_cap:
+            wall = value_col.number_input(
+                "New time cap (seconds)",
+                min_value=1.0,
+                max_value=86_400.0,
+                value=float(raised.wall_time_s or 120.0),
+                step=30.0,
+                format="%g",
+                key="continue_time_cap",
+            )
+            raised = raised.model_copy(update={"wall_time_s": float(wall)})
+        else:
+            tokens = value_col.number_input(
+                "New total tokens (tokens)",
+                min_value=100,
+                max_value=200_000,
+                value=int(raised.total_tokens),
+                step=500,
+                key="continue_total_tokens",
+            )
+            raised = raised.model_copy(update={"total_tokens": int(tokens)})
+        button_col.button(
+            "Continue with a higher cap",
+            key="continue_higher_cap",
+            type="primary",
+            on_click=_continue_run,
+            args=(ws, jobs, session, plan, raised),
+        )
+
+
+def _continue_run(ws: Workspace, jobs: Any, session: Any, plan: Plan, caps: RunCaps) -> None:
+    """Callback: raise the caps everywhere and start the run with the call cache on."""
+    _set_caps(session, caps)
+    job = jobs.start(ws, plan.model_copy(deep=True), caps, session.id, use_cache=True)
+    session.run_ids.append(job.run_id)
+    st.session_state.run_id = job.run_id
 
 
 def allocation_panel(
@@ -302,8 +475,8 @@ def allocation_panel(
         return
     rows = allocation.rows()
     frame = pd.DataFrame(rows)
-    st.dataframe(frame, hide_index=True, width="stretch", key="allocation_table")
-    planned = sum(r["planned_tokens"] for r in rows)
+    st.dataframe(frame, hide_index=True, width="stretch", key="allocation_table", placeholder="")
+    planned = sum(item.planned_tokens for item in allocation.nodes.values())
     st.caption(
         f"{len(rows)} node(s); {planned:,} of {caps.total_tokens:,} tokens planned"
         + (f"; ${caps.total_cost_usd:g} money cap" if caps.total_cost_usd is not None else "")
@@ -369,4 +542,6 @@ def samples_view(ws: Workspace, run_id: str) -> None:
                     for c in node_calls
                 ]
             )
-            st.dataframe(frame, hide_index=True, width="stretch", key=f"samples_{node_id}")
+            st.dataframe(
+                frame, hide_index=True, width="stretch", key=f"samples_{node_id}", placeholder=""
+            )

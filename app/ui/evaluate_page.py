@@ -18,10 +18,11 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from app.services import tuning
+from app.services import annotations, eval_estimate, tuning
 from app.services.choices import label_of, ordered
 from app.services.jobs import EvalJob
 from app.ui import plan_panel, state
+from app.ui.tables import readable_frame
 from app.ui.widgets import field_bounds
 from engine.errors import ArborError
 from engine.plan import ModelRef, Plan
@@ -98,15 +99,38 @@ for kind, text in st.session_state.pop(FLASH_KEY, []):
 # -- plan ------------------------------------------------------------------------------------
 st.subheader("Plan")
 shipped_plans = tuning.shipped_eval_plans()
-datasets = shipped_datasets()
+# Shipped datasets, then the analyst's own ("Add to dataset" writes them into the data dir).
+datasets = {**shipped_datasets(), **annotations.workspace_datasets(ws.root)}
 sources = ([WORKBENCH] if session.plan is not None else []) + list(shipped_plans)
+fits = eval_estimate.dataset_defaults()
+
+
+def _defaults_follow_dataset(*, plan_too: bool = True) -> None:
+    """The chosen shipped dataset's declared checker (and, unless the plan was just chosen,
+    its plan): what its answers need, not the workbench plan with a text checker."""
+    declared = fits.get(st.session_state.get("eval_dataset", ""))
+    if declared is None:
+        return
+    st.session_state.eval_checker = declared.checker
+    if plan_too and declared.plan in shipped_plans:
+        st.session_state.eval_plan_source = declared.plan
 
 
 def _dataset_follows_plan() -> None:
-    """A shipped plan is written for the shipped dataset of the same name: pick that one."""
+    """A shipped plan is written for the shipped dataset of the same name: pick that one,
+    and the checker that dataset declares."""
     chosen = st.session_state.get("eval_plan_source")
     if chosen in datasets:
         st.session_state.eval_dataset = chosen
+        _defaults_follow_dataset(plan_too=False)
+
+
+# First visit: the first shipped dataset that declares its fit, with its plan and checker.
+if "eval_dataset" not in st.session_state:
+    first = next((name for name in datasets if name in fits), None)
+    if first is not None:
+        st.session_state.eval_dataset = first
+        _defaults_follow_dataset()
 
 
 source = st.selectbox(
@@ -142,7 +166,12 @@ if "eval_dataset" not in st.session_state and source in datasets:
     st.session_state.eval_dataset = source
 data_col, limit_col = st.columns([3, 1])
 dataset_choice = data_col.selectbox(
-    "Dataset", [*datasets, UPLOAD], key="eval_dataset", help="Shipped with Arbor, or your file."
+    "Dataset",
+    [*datasets, UPLOAD],
+    key="eval_dataset",
+    on_change=_defaults_follow_dataset,
+    help="Shipped with Arbor, or your file. A shipped dataset brings the plan and checker "
+    "that fit it (assets/datasets/defaults.json); change them after if you like.",
 )
 limit = int(
     limit_col.number_input(
@@ -244,7 +273,32 @@ st.caption(
 
 eval_job = jobs.get(st.session_state.get("eval_job"))
 eval_running = eval_job is not None and not eval_job.done
-run_col, cancel_col = st.columns([1, 1])
+run_col, estimate_col, cancel_col = st.columns([1, 4, 1], vertical_alignment="center")
+
+
+def _show_estimate() -> None:
+    """Calls, tokens and time the evaluation will take at most, next to its button."""
+    if dataset is None or not running_n or not choices:
+        return
+    try:
+        planned = [
+            (c.name, c.plan, c.caps) for c in tuning.configurations_for(plan, choices, session.caps)
+        ]
+        recorded = ws.traces.call_seconds(eval_estimate.model_labels(planned))
+        inputs = dataset.examples[:running_n]
+        estimate = eval_estimate.estimate_evaluation(
+            planned,
+            running_n,
+            example_chars=sum(len(e.input) for e in inputs) // max(1, len(inputs)),
+            seconds_per_call={label: seconds for label, (seconds, _) in recorded.items()},
+        )
+    except (ArborError, ValueError) as exc:
+        estimate_col.caption(f"No estimate: {exc}")
+        return
+    estimate_col.caption(estimate.sentence())
+
+
+_show_estimate()
 if run_col.button(
     "Run evaluation",
     key="run_eval",
@@ -353,19 +407,25 @@ def show_evaluation(snapshot: dict[str, Any]) -> None:
                     {
                         "configuration": o.configuration,
                         "example": o.example_id,
-                        "output": o.output,
-                        "expected": o.expected,
                         "correct": o.correct,
-                        "detail": o.detail,
+                        "expected": o.expected,
+                        "output": o.output or "",
                         "tokens": o.tokens,
                         "replayed": o.replayed,
-                        "run": o.run_id,
+                        "detail": o.detail or "",
+                        "run": o.run_id or "",
                     }
                     for o in report.outcomes()
                 ]
             ),
             hide_index=True,
             width="stretch",
+            placeholder="",
+            row_height=60,
+            column_config={
+                "output": st.column_config.TextColumn(width="large"),
+                "detail": st.column_config.TextColumn(width="large"),
+            },
         )
 
 
@@ -631,11 +691,21 @@ except ArborError as exc:
     past = []
 if past:
     st.dataframe(
-        pd.DataFrame(past[:30])[
-            ["evaluation_id", "kind", "dataset", "status", "created_at", "results", "correct"]
-        ],
+        readable_frame(
+            past[:30],
+            {
+                "created_at": "Started",
+                "kind": "Kind",
+                "dataset": "Dataset",
+                "status": "Status",
+                "results": "Results",
+                "correct": "Correct",
+                "evaluation_id": "Evaluation id",
+            },
+        ),
         hide_index=True,
         width="stretch",
+        placeholder="",
     )
 else:
     st.caption("None yet: run an evaluation above.")

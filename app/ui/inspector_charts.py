@@ -31,13 +31,14 @@ STATUS_COLOURS = {
     "skipped": "#c7c7c7",
 }
 LANE_HEIGHT_PX = 26
-LABEL_CHARS = 48
+LABEL_CHARS = 40
 
 _TIMELINE_COLUMNS = [
     "span_kind",
     "node_id",
     "lane",
     "lane_label",
+    "title",
     "role",
     "sample_index",
     "model",
@@ -52,12 +53,13 @@ _TIMELINE_COLUMNS = [
 
 
 def lane_labels(spans: pd.DataFrame) -> pd.Series:
-    """One label per node: its title with the id when they differ, so two nodes that share a
-    title ("Combine") still get separate lanes."""
+    """One label per node, its id first ("s3 · Why we use this pro…"): an axis cuts a long
+    label at its end, and the id is what tells "Why we use this product? (2)" from "(3)". The
+    title is shortened to ``LABEL_CHARS``; charts show the whole title in their tooltip."""
     lane = spans["lane"].fillna(spans["node_id"]).astype(str)
     node = spans["node_id"].astype(str)
     short = lane.where(lane.str.len() <= LABEL_CHARS, lane.str.slice(0, LABEL_CHARS - 1) + "…")
-    return short.where(lane == node, short + " · " + node)
+    return node.where(lane == node, node + " · " + short)
 
 
 def timeline_frame(spans: pd.DataFrame) -> pd.DataFrame:
@@ -67,6 +69,7 @@ def timeline_frame(spans: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=_TIMELINE_COLUMNS)
     frame = spans.copy()
     frame["lane_label"] = lane_labels(frame)
+    frame["title"] = frame["lane"].fillna(frame["node_id"]).astype(str)
     latest = pd.concat([frame["start_s"], frame["end_s"]]).max()
     frame["end_s"] = frame["end_s"].fillna(frame["start_s"])
     running = frame["status"].eq("running")
@@ -109,7 +112,8 @@ def timeline_chart(spans: pd.DataFrame, colour_by: ColourBy = "model") -> alt.La
     )
     x = alt.X("start_s:Q", title="seconds from the start of the run")
     tooltip = [
-        alt.Tooltip("lane_label:N", title="node"),
+        alt.Tooltip("node_id:N", title="node"),
+        alt.Tooltip("title:N"),
         alt.Tooltip("role:N"),
         alt.Tooltip("sample_index:Q", title="sample"),
         alt.Tooltip("model:N"),
@@ -144,17 +148,38 @@ def timeline_chart(spans: pd.DataFrame, colour_by: ColourBy = "model") -> alt.La
 CostMeasure = Literal["cost_usd", "tokens"]
 
 
+def default_cost_measure(costs: pd.DataFrame) -> CostMeasure:
+    """Dollars when the run cost anything, else tokens: local models are free, and bars of
+    $0 for every node tell nothing."""
+    if "cost_usd" not in costs or costs.empty:
+        return "tokens"
+    total = pd.to_numeric(costs["cost_usd"], errors="coerce").fillna(0).sum()
+    return "cost_usd" if total > 0 else "tokens"
+
+
 def node_cost_chart(costs: pd.DataFrame, measure: CostMeasure = "cost_usd") -> alt.Chart:
     """Tokens or dollars per node, the most expensive first (by cost, then tokens: local
     models cost nothing, so tokens break the tie), coloured by status."""
     if measure not in ("cost_usd", "tokens"):
         raise ValueError(f"measure must be 'cost_usd' or 'tokens', not {measure!r}")
     frame = costs.copy()
-    frame["label"] = lane_labels(frame.rename(columns={"title": "lane"}))
+    frame["label"] = lane_labels(frame.assign(lane=frame["title"]))
+    frame["title"] = frame["title"].fillna(frame["node_id"]).astype(str)
     frame = frame.sort_values(["cost_usd", "tokens"], ascending=False, na_position="last")
     frame["rank"] = range(len(frame))
     frame = frame[
-        ["node_id", "label", "rank", "model", "status", "calls", "tokens", "cost_usd", "latency_s"]
+        [
+            "node_id",
+            "title",
+            "label",
+            "rank",
+            "model",
+            "status",
+            "calls",
+            "tokens",
+            "cost_usd",
+            "latency_s",
+        ]
     ]
     title = "cost ($)" if measure == "cost_usd" else "tokens"
     return (
@@ -162,13 +187,19 @@ def node_cost_chart(costs: pd.DataFrame, measure: CostMeasure = "cost_usd") -> a
         .mark_bar()
         .encode(
             x=alt.X(f"{measure}:Q", title=title),
-            y=alt.Y("label:N", sort=alt.EncodingSortField("rank", op="min"), title=None),
+            y=alt.Y(
+                "label:N",
+                sort=alt.EncodingSortField("rank", op="min"),
+                title=None,
+                axis=alt.Axis(labelLimit=320),
+            ),
             color=alt.Color(
                 "status:N",
                 scale=alt.Scale(domain=list(STATUS_COLOURS), range=list(STATUS_COLOURS.values())),
             ),
             tooltip=[
-                alt.Tooltip("label:N", title="node"),
+                alt.Tooltip("node_id:N", title="node"),
+                alt.Tooltip("title:N"),
                 alt.Tooltip("model:N"),
                 alt.Tooltip("status:N"),
                 alt.Tooltip("calls:Q"),
@@ -188,6 +219,17 @@ TREND_MEASURES = {
     "duration_s": "duration (s)",
     "nodes_failed": "failed nodes",
 }
+#: Each measure's number format (d3): whole numbers for counts, dollars with the digits a
+#: tiny cost needs but no trailing zeros, seconds to two places; "~" drops trailing zeros.
+TREND_FORMATS = {
+    "tokens": ",d",
+    "cost_usd": "$.2~r",
+    "duration_s": ".2~f",
+    "nodes_failed": "d",
+}
+#: Measures that count things: their axis starts at 0, steps by whole numbers and reaches at
+#: least 1 (an axis over only zeros would otherwise draw 0.000000-style ticks of nothing).
+TREND_COUNTS = {"tokens", "nodes_failed"}
 
 
 def trends_frame(trends: pd.DataFrame) -> pd.DataFrame:
@@ -208,29 +250,46 @@ def trends_frame(trends: pd.DataFrame) -> pd.DataFrame:
     return long
 
 
-def trends_chart(trends: pd.DataFrame) -> alt.FacetChart:
-    """Tokens, cost, duration and failed nodes over a scope's runs, one small panel each with
-    its own y scale: a line by run number and a point per run coloured by its status, so a
-    failed or stopped run stands out. One faceted chart rather than four: Streamlit validates
-    every chart's spec, and that, not the data, is what a page of charts spends its time on."""
-    long = trends_frame(trends)
-    base = alt.Chart().encode(
+def _trend_panel(long: pd.DataFrame, field: str) -> alt.LayerChart:
+    data = long[long["field"] == field]
+    number = TREND_FORMATS[field]
+    axis = alt.Axis(format=number, title=TREND_MEASURES[field])
+    scale = alt.Scale(zero=True)
+    if field in TREND_COUNTS:
+        axis = alt.Axis(format=number, title=TREND_MEASURES[field], tickMinStep=1)
+        top = data["value"].max()
+        scale = alt.Scale(domain=[0, max(1.0, 0.0 if pd.isna(top) else float(top))], nice=True)
+    elif not (data["value"].fillna(0) > 0).any():
+        # Nothing but zeros (a local model costs $0): a unit domain, not a degenerate one.
+        scale = alt.Scale(domain=[0, 1])
+    base = alt.Chart(data).encode(
         x=alt.X("run_number:Q", title="run", axis=alt.Axis(tickMinStep=1, format="d")),
-        y=alt.Y("value:Q", title=None),
+        y=alt.Y("value:Q", axis=axis, scale=scale),
     )
     points = base.mark_point(filled=True, size=60).encode(
         color=alt.Color(
             "status:N",
             scale=alt.Scale(domain=list(STATUS_COLOURS), range=list(STATUS_COLOURS.values())),
         ),
-        tooltip=["run_number:Q", "run_id:N", "started:N", "status:N", "measure:N", "value:Q"],
+        tooltip=[
+            alt.Tooltip("run_number:Q", title="run", format="d"),
+            "run_id:N",
+            "started:N",
+            "status:N",
+            alt.Tooltip("value:Q", title=TREND_MEASURES[field], format=number),
+        ],
     )
-    return (
-        alt.layer(base.mark_line(color="#9e9e9e"), points, data=long)
-        .properties(height=160, width=320)
-        .facet(
-            facet=alt.Facet("measure:N", sort=list(TREND_MEASURES.values()), title=None),
-            columns=2,
-        )
-        .resolve_scale(y="independent")
+    return alt.layer(base.mark_line(color="#9e9e9e"), points).properties(
+        height=160, width=320, title=TREND_MEASURES[field]
     )
+
+
+def trends_chart(trends: pd.DataFrame) -> alt.VConcatChart:
+    """Tokens, cost, duration and failed nodes over a scope's runs, two small panels a row,
+    each with its own y axis and number format (a faceted chart shares one format, which drew
+    "0.000000" on the failed-nodes axis): a line by run number and a point per run coloured by
+    its status, so a failed or stopped run stands out."""
+    long = trends_frame(trends)
+    panels = [_trend_panel(long, field) for field in TREND_MEASURES]
+    rows = [alt.hconcat(*panels[i : i + 2]) for i in range(0, len(panels), 2)]
+    return alt.vconcat(*rows)

@@ -24,10 +24,12 @@ import pandas as pd
 import streamlit as st
 
 from app.services import choices
-from app.ui import inspector_charts, state
+from app.ui import flame_graph, inspector_charts, inspector_tables, state
+from app.ui.annotations import annotation_panel
 from engine.errors import ArborError
 from storage.sql_console import SavedQueries, run_read_only
-from storage.trace_queries import RunFilter, TraceQueries, output_diff
+from storage.trace_queries import RunFilter, TraceQueries
+from storage.traces.labels import RunLabel
 
 RUN_STATUSES = [
     "running",
@@ -43,10 +45,11 @@ RUN_STATUSES = [
 ]
 RUN_LIMIT = 200
 SCOPES = ("This session", "All runs")
-#: The kind filter: plan executions (the default), planner actions, or both.
+#: The kind filter: plan executions (the default), planner actions, playground variants, or all.
 KINDS = {
     "Plan runs": ("execution",),
     "Planner actions": ("decompose", "expand", "replan", "rate", "alternatives"),
+    "Playground variants": ("playground",),
     "All kinds": (),
 }
 VIEWS = ["Timeline", "Cost per node", "Node detail", "Compare", "Trends", "SQL", "Export"]
@@ -56,6 +59,7 @@ NEW_QUERY = "(new query)"
 IMPORTED = "imported (read-only)"
 SAVED_KIND = {True: "example", False: "yours"}
 FLASH_KEY = "inspector_flash"
+LABEL_FLASH_KEY = "inspector_label_flash"
 SQL_RESULT_KEY = "inspector_sql_result"
 PICKED_KEY = "inspector_picked"
 #: Button labels of ``storage.trace_export``'s formats (widget key: ``export_<format>``).
@@ -116,11 +120,13 @@ def _seconds(value: Any) -> str:
 
 
 def _run_label(row: pd.Series) -> str:
-    started = pd.Timestamp(row["started_at"])
+    # No run name here: the selectbox keeps the labels it was drawn with, so a name saved
+    # while it is shown would not appear (the runs table and the header show it instead).
+    started = inspector_tables.local_time(pd.Timestamp(row["started_at"]).to_pydatetime())
     task = str(row["task"] or "").replace("\n", " ")
     task = task if len(task) <= 50 else task[:49] + "…"
     imported = " · imported" if _is_imported(row["origin"]) else ""
-    return f"{started:%Y-%m-%d %H:%M:%S} · {row['status']} · {task} · {row['run_id']}{imported}"
+    return f"{started} · {row['status']} · {task} · {row['run_id']}{imported}"
 
 
 def _flash(kind: str, text: str) -> None:
@@ -129,7 +135,7 @@ def _flash(kind: str, text: str) -> None:
 
 # -- scope, filters and the runs table ---------------------------------------------------------
 def _run_filter() -> RunFilter:
-    scope_col, kind_col, status_col, model_col, date_col = st.columns([2, 2, 3, 3, 3])
+    scope_col, kind_col, status_col, model_col, date_col, tag_col = st.columns([2, 2, 3, 3, 3, 3])
     kind = kind_col.radio(
         "Kind",
         list(KINDS),
@@ -159,6 +165,15 @@ def _run_filter() -> RunFilter:
         "Started between", value=(), key="inspector_dates", help="Both days included."
     )
     since, until = _date_bounds(dates)
+    known_tags = sorted({tag for label in labels.values() for tag in label.tags})
+    _keep_valid("inspector_tags", known_tags)
+    tag_col.multiselect(
+        "Tags",
+        known_tags,
+        key="inspector_tags",
+        help="Runs with every chosen tag (name and tag a run under its header below).",
+        placeholder="Any tag" if known_tags else "No run is tagged yet",
+    )
     return RunFilter(
         session_id=base.session_id,
         run_ids=base.run_ids,
@@ -172,26 +187,7 @@ def _run_filter() -> RunFilter:
 
 def _runs_table(runs: pd.DataFrame) -> list[str]:
     """The runs as a table; returns the run ids the analyst selected in it."""
-    table = pd.DataFrame(
-        {
-            "started": runs["started_at"],
-            "status": runs["status"],
-            "task": runs["task"],
-            "source": [
-                f"{IMPORTED}: {origin}" if _is_imported(origin) else "recorded here"
-                for origin in runs["origin"]
-            ],
-            "nodes": runs["nodes"],
-            "failed": runs["nodes_failed"],
-            "suspect": runs["nodes_suspect"],
-            "calls": runs["calls"],
-            "tokens": runs["input_tokens"].fillna(0) + runs["output_tokens"].fillna(0),
-            "cost": runs["cost_usd"],
-            "duration": runs["duration_s"],
-            "models": runs["models"],
-            "run id": runs["run_id"],
-        }
-    )
+    table = inspector_tables.runs_frame(runs, labels)
     # A table over other rows gets another key: a selection never points at the wrong run.
     key = "inspector_runs_" + hashlib.md5("\n".join(runs["run_id"]).encode()).hexdigest()[:12]
     event = st.dataframe(
@@ -202,13 +198,21 @@ def _runs_table(runs: pd.DataFrame) -> list[str]:
         hide_index=True,
         width="stretch",
         height=min(38 + 35 * len(table), 360),
+        placeholder="",  # a missing value is an empty cell, never the word "None"
         column_config={
-            "started": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
-            "cost": st.column_config.NumberColumn("cost ($)", format="%.6f"),
-            "duration": st.column_config.NumberColumn("duration (s)", format="%.2f"),
-            "source": st.column_config.TextColumn(
+            "Name": st.column_config.TextColumn(width="medium"),
+            "Started": st.column_config.TextColumn(
+                help="The server's local time (where Arbor runs)."
+            ),
+            "Cost ($)": st.column_config.NumberColumn(format="%.6f"),
+            "Duration (s)": st.column_config.NumberColumn(format="%.2f"),
+            "Source": st.column_config.TextColumn(
                 help="Imported runs came from a session file: read-only, never replayed."
             ),
+            **{
+                column: st.column_config.TextColumn(width="large")
+                for column in inspector_tables.RUN_LONG_TEXT
+            },
         },
     )
     rows = event.selection.rows if event is not None else []
@@ -228,6 +232,56 @@ def _follow_table_selection(picked: list[str]) -> None:
         st.session_state["inspector_view"] = "Compare"
 
 
+def _save_label(run_id: str) -> None:
+    """Store the name and tags typed for ``run_id`` (a callback: runs before the widgets)."""
+    name = st.session_state.get(f"run_name_{run_id}", "")
+    tags = st.session_state.get(f"run_tags_{run_id}", "").split(",")
+    try:
+        saved = ws.traces.label_run(run_id, name=name, tags=tags)
+    except ArborError as exc:
+        st.session_state[LABEL_FLASH_KEY] = ("error", f"Name and tags not saved: {exc}")
+        return
+    # Show the stored (cleaned) tags back in the box.
+    st.session_state[f"run_tags_{run_id}"] = ", ".join(saved.tags)
+    st.session_state[LABEL_FLASH_KEY] = (
+        "success",
+        f"Saved: {saved.name or 'no name'}; tags {', '.join(saved.tags) or 'none'}.",
+    )
+
+
+def _label_editor(run_id: str) -> None:
+    """Name and tag the run, as Langfuse and Phoenix let one do with traces."""
+    label = labels.get(run_id, RunLabel())
+    flash = st.session_state.pop(LABEL_FLASH_KEY, None)
+    if flash is not None and flash[0] == "error":
+        st.error(flash[1])
+    elif flash is not None:
+        st.toast(flash[1], icon=":material/check_circle:")
+    title = f"Name and tags: {label.name or 'unnamed'}" + (
+        f" · {', '.join(label.tags)}" if label.tags else ""
+    )
+    # Seeded once per run, not passed as value=: the Save callback writes the cleaned tags back.
+    st.session_state.setdefault(f"run_name_{run_id}", label.name)
+    st.session_state.setdefault(f"run_tags_{run_id}", ", ".join(label.tags))
+    with st.expander(title, expanded=False):
+        name_col, tags_col, save_col = st.columns([3, 3, 1], vertical_alignment="bottom")
+        name_col.text_input(
+            "Run name",
+            key=f"run_name_{run_id}",
+            max_chars=120,
+            placeholder="e.g. baseline, sc5 with the larger model",
+        )
+        tags_col.text_input(
+            "Tags (comma-separated)",
+            key=f"run_tags_{run_id}",
+            placeholder="e.g. baseline, prompt-v2",
+            help="Lower-case; spaces become '-'. Filter the runs by tag above.",
+        )
+        save_col.button(
+            "Save", key="save_run_label", on_click=_save_label, args=(run_id,), type="primary"
+        )
+
+
 def _run_header(row: pd.Series) -> None:
     tokens = int((row["input_tokens"] or 0) + (row["output_tokens"] or 0))
     st.caption(
@@ -235,6 +289,7 @@ def _run_header(row: pd.Series) -> None:
         f"{row['calls']} calls · {tokens:,} tokens · {_money(row['cost_usd'])} · "
         f"{_seconds(row['duration_s'])} · models: {row['models'] or '—'} · run `{row['run_id']}`"
     )
+    _label_editor(row["run_id"])
     if _is_imported(row["origin"]):
         st.info(f"This run is {IMPORTED}: {row['origin']}. Its calls are shown, never replayed.")
     if row["status"] == "running":
@@ -242,7 +297,7 @@ def _run_header(row: pd.Series) -> None:
     if row["status"] == "suspect" and _present(row["stop_reason"]):
         st.warning(
             f"Finished with an answer, but {row['stop_reason']}. Read those outputs with care.",
-            icon="⚠️",
+            icon=":material/warning:",
         )
     elif _present(row["stop_reason"]):
         st.caption(f"Stop reason: {row['stop_reason']}")
@@ -298,6 +353,7 @@ def _timeline_view(run_id: str) -> None:
         f"{lanes} nodes and {len(calls)} model calls over {_seconds(length)}. Outline: the "
         "node's span (red when it failed); filled bars: its model calls. Hover for details."
     )
+    flame_graph.render_flame_graph(ws, run_id)  # the annotations helper's flame graph
 
 
 def _cost_view(run_id: str) -> None:
@@ -305,6 +361,10 @@ def _cost_view(run_id: str) -> None:
     if costs.empty:
         st.info("No node of this run has been recorded yet.")
         return
+    # Each run opens on its own default (tokens when it cost nothing); a choice then sticks.
+    if st.session_state.get("cost_measure_run") != run_id:
+        st.session_state["cost_measure_run"] = run_id
+        st.session_state["cost_measure"] = inspector_charts.default_cost_measure(costs)
     measure = st.radio(
         "Bars show",
         ["cost_usd", "tokens"],
@@ -315,19 +375,19 @@ def _cost_view(run_id: str) -> None:
     st.altair_chart(inspector_charts.node_cost_chart(costs, measure), width="stretch")
     ordered = costs.sort_values(["cost_usd", "tokens"], ascending=False, na_position="last")
     st.dataframe(
-        ordered,
+        inspector_tables.human_columns(ordered, inspector_tables.NODE_COST_COLUMNS),
         key="node_costs_table",
         hide_index=True,
         width="stretch",
+        placeholder="",
         column_config={
-            "cost_usd": st.column_config.NumberColumn("cost ($)", format="%.6f"),
-            "latency_s": st.column_config.NumberColumn("latency (s)", format="%.2f"),
-            "call_latency_s": st.column_config.NumberColumn(
-                "call latency (s)",
+            "Cost ($)": st.column_config.NumberColumn(format="%.6f"),
+            "Latency (s)": st.column_config.NumberColumn(format="%.2f"),
+            "Call latency (s)": st.column_config.NumberColumn(
                 format="%.2f",
                 help="Summed over the node's calls: more than its latency when they overlapped.",
             ),
-            "agreement": st.column_config.NumberColumn(format="percent"),
+            "Agreement": st.column_config.NumberColumn(format="percent"),
         },
     )
     st.caption(
@@ -369,36 +429,43 @@ def _node_view(run_id: str) -> None:
     if _present(node.get("error")):
         st.error(f"Node {node_id} {node['status']}: {node['error']}")
     if _present(node.get("suspect")):
-        st.warning(f"Suspect output: {node['suspect']}", icon="⚠️")
+        st.warning(f"Suspect output: {node['suspect']}", icon=":material/warning:")
     if _present(node.get("note")):
         st.caption(f"Note: {node['note']}")
     if _present(node.get("reused_from")):
         st.caption(f"Reused from run {node['reused_from']}: no model was called.")
     st.markdown("**Output**")
     st.code(node.get("output") or "(no output)", language="text", wrap_lines=True)
+    annotation_panel(ws, run_id, node_id)  # label the output good/bad (annotations helper)
 
     calls = detail.calls
     if not detail.votes.empty:
         st.markdown("**Votes**")
-        st.dataframe(detail.votes, key="node_votes", hide_index=True, width="stretch")
+        st.dataframe(
+            detail.votes, key="node_votes", hide_index=True, width="stretch", placeholder=""
+        )
     if calls.empty:
         st.caption("No model call was recorded for this node.")
         return
     st.markdown(f"**Model calls ({len(calls)})**")
     summary = calls.drop(columns=["prompt", "output", "error", "started_at", "finished_at"])
     st.dataframe(
-        summary,
+        inspector_tables.human_columns(summary, inspector_tables.CALL_COLUMNS),
         key="node_calls",
         hide_index=True,
         width="stretch",
+        placeholder="",
         column_config={
-            "cost_usd": st.column_config.NumberColumn("cost ($)", format="%.6f"),
-            "latency_s": st.column_config.NumberColumn("latency (s)", format="%.3f"),
+            "Cost ($)": st.column_config.NumberColumn(format="%.6f"),
+            "Latency (s)": st.column_config.NumberColumn(format="%.3f"),
         },
     )
     samples = int(calls["sample_index"].max()) + 1 if calls["sample_index"].notna().any() else 1
+    from app.ui.playground import call_playground  # issue 14: variants of a recorded call
+
     for i, call in enumerate(calls.itertuples()):
         _call_block(i, call, detail.messages(i), samples)
+        call_playground(ws, run_id, str(call.call_id), node_id)
 
 
 def _call_block(i: int, call: Any, messages: list[dict[str, str]], samples: int) -> None:
@@ -406,7 +473,7 @@ def _call_block(i: int, call: Any, messages: list[dict[str, str]], samples: int)
     if call.role != "answer" and _present(call.sample_index):
         title += f" · sample {int(call.sample_index) + 1} of {samples}"
     if _present(call.selected) and bool(call.selected):
-        title += " · ✅ selected"
+        title += " · selected"
     facts = [f"`{call.model}`", call.status]
     facts.append(f"{int(call.input_tokens or 0)} in / {int(call.output_tokens or 0)} out tokens")
     facts.append(_seconds(call.latency_s))
@@ -498,7 +565,7 @@ def _compare_view(run_id: str, runs: pd.DataFrame, labels: dict[str, str]) -> No
     )
     row = differing.set_index("node_id").loc[node_id]
     outputs = [row[side] if _present(row[side]) else None for side in ("output_a", "output_b")]
-    text = output_diff(*outputs, names=(f"A {baseline}", f"B {run_id}"))
+    text = inspector_tables.line_diff(*outputs, names=(f"A {baseline}", f"B {run_id}"))
     if text:
         st.code(text, language="diff")
     else:
@@ -656,14 +723,22 @@ st.caption(
 # One connection for the whole render: opening one costs more than most of these queries.
 with queries.held():
     try:
+        labels = ws.traces.run_labels()
         run_filter = _run_filter()
         runs = queries.runs(run_filter, limit=RUN_LIMIT)
     except ArborError as exc:
         st.error(f"The trace store cannot be read: {exc}")
         st.stop()
+    # Tags filter the listed (newest RUN_LIMIT) runs: labels live in their own table.
+    chosen_tags = st.session_state.get("inspector_tags") or []
+    runs = inspector_tables.with_tags(runs, labels, chosen_tags)
 
     filtered = bool(
-        run_filter.statuses or run_filter.models or run_filter.since or run_filter.until
+        run_filter.statuses
+        or run_filter.models
+        or run_filter.since
+        or run_filter.until
+        or chosen_tags
     )
     if runs.empty:
         if filtered:

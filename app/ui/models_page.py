@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from app.ui import state
+from app.ui.model_discovery import discovery_section
 from engine.errors import ArborError
 from engine.models.entry_checks import EntryCheck, check_entry
 from engine.models.model_kind import DECLARED_KINDS
@@ -71,7 +72,7 @@ checks: dict[str, EntryCheck] = st.session_state.setdefault("model_checks", {})
 
 def _show_check(check: EntryCheck) -> None:
     for step in check.steps:
-        mark = "✅" if step.ok else "❌"
+        mark = ":material/check_circle:" if step.ok else ":material/cancel:"
         st.markdown(f"{mark} **{step.name}** ({step.seconds:.2f} s): {step.detail}")
     (st.success if check.ok else st.error)(check.summary())
 
@@ -131,6 +132,8 @@ st.subheader("Entries")
 for entry in registry.entries():
     with st.container(border=True):
         _entry_row(entry)
+
+discovery_section(registry, _flash)
 
 # -- add a local file --------------------------------------------------------------------------
 st.subheader("Add a local GGUF file")

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from app.ui import compute_panel, layout, planner_jobs, state
+from app.ui import compute_panel, layout, planner_jobs, run_control, state
 from app.ui.graph import chart_size, picked_node, plan_chart
 from app.ui.widgets import choice_box, model_picker
 from engine.errors import ArborError
@@ -305,6 +305,7 @@ def node_editor(session: ArborSession, plan: Plan, selected: str) -> None:
                 st.text(f"[{message['role']}]\n{message['content']}")
         except ArborError as exc:
             st.error(str(exc))
+    run_control.node_controls(session, selected)  # pause toggles and the pin (issue 14)
 
 
 def restructure(session: ArborSession, plan: Plan, selected: str) -> None:
@@ -575,7 +576,18 @@ def _fresh_title(plan: Plan) -> str:
 
 def graph_marks(session: ArborSession, ws: Workspace, run_id: str | None) -> dict[str, list[str]]:
     """Words to write under each node's label: pins, breakpoints, annotations."""
-    return {}
+    from app.ui import annotations, run_control  # their panels import this module
+
+    marks: dict[str, list[str]] = {}
+    for node_id in run_control.pinned_nodes(session):
+        marks.setdefault(node_id, []).append("pinned")
+    for when, node_ids in run_control.breakpoints(session).items():
+        for node_id in sorted(node_ids):
+            marks.setdefault(node_id, []).append(f"pause {when}")
+    if run_id:
+        for node_id, badge in annotations.annotation_badges(ws, run_id).items():
+            marks.setdefault(node_id, []).append(badge)
+    return marks
 
 
 def render(session: ArborSession, ws: Workspace, status: dict[str, str], model: ModelRef) -> None:
@@ -618,3 +630,8 @@ def render(session: ArborSession, ws: Workspace, status: dict[str, str], model: 
     with st.expander("Import / plan as JSON"):
         import_box(session)
         st.code(plan.to_json(), language="json")
+    from app.ui.playground import workbench_playground  # issue 14: try variants of a node
+
+    workbench_playground(
+        ws, session, selected, lambda label, edit: apply_edit(session, label, edit)
+    )

@@ -116,7 +116,9 @@ def why_this_plan(session: ArborSession, result: DecomposeResult, run_id: str | 
                 )
             )
             return
-        st.dataframe(_candidates_table(result, in_use), hide_index=True, width="stretch")
+        st.dataframe(
+            _candidates_table(result, in_use), hide_index=True, width="stretch", placeholder=""
+        )
         for index, candidate in enumerate(result.candidates):
             marks = []
             if index == result.chosen:

@@ -7,9 +7,18 @@ import json
 import pandas as pd
 import streamlit as st
 
-from app.services import planning
-from app.ui import compute_panel, plan_panel, planner_story, state, tables
+from app.ui import (
+    annotations,
+    compute_panel,
+    plan_panel,
+    planner_jobs,
+    planner_story,
+    run_control,
+    state,
+    tables,
+)
 from app.ui.charts import tokens_per_node
+from app.ui.run_control import panel as run_control_panel
 from app.ui.widgets import choice_box, model_picker, show_flash
 from engine.errors import ArborError
 from engine.models import backend_for
@@ -78,40 +87,27 @@ task = st.text_area(
     placeholder="Describe a complex task, e.g. 'Plan a three-day trip to Lisbon on a budget'.",
 )
 col_decompose, col_blank = st.columns([1, 1])
-if col_decompose.button("Decompose", key="decompose", type="primary"):
+# A finished planner job (any action) is applied before the plan is drawn.
+planner_jobs.apply_finished(session)
+if col_decompose.button(
+    "Decompose",
+    key="decompose",
+    type="primary",
+    disabled=planner_jobs.busy(),
+    help=planner_jobs.busy_help(),
+):
     if not task.strip():
         st.error("The task is empty: type what you want done, then decompose.")
     else:
-        recorded: list[str] = []
-        try:
-            with st.status("The planner model is splitting the task...") as progress:
-                result = planning.decompose_traced(
-                    task,
-                    default_model or None,
-                    store=ws.traces,
-                    session_id=session.id,
-                    on_progress=planner_story.progress_reporter(progress),
-                    on_recorded=recorded.append,
-                )
-                progress.update(label="The planner is done.", state="complete")
-        except ArborError as exc:
-            st.error(f"Could not decompose: {exc}")
-        else:
-            session.task = task
-            planner_story.remember(result, recorded[0] if recorded else None)
-            if result.clarification is None:
-                plan_panel.set_plan(session, result.plan)
-                st.session_state.pop("run_id", None)
-                kind = "warning" if result.fallback else "success"
-                summary = (
-                    result.notes[-1]
-                    if result.fallback
-                    else f"Plan with {len(result.plan.root.children)} subtasks "
-                    f"({result.attempts} planner call(s))."
-                )
-                _flash(kind, summary)
-            st.session_state.decompose_notes = result.notes
-            st.rerun()
+        # The planner runs in the background (elapsed time, stage, Cancel: app.ui.planner_jobs).
+        planner_jobs.remember(
+            planner_jobs.manager().decompose(
+                task, default_model or None, store=ws.traces, session_id=session.id
+            ),
+            "task",
+        )
+        st.rerun()
+planner_jobs.panel("task")
 if col_blank.button("Start from a one-node plan", key="blank_plan"):
     if not task.strip():
         st.error("The task is empty: type what you want done first.")
@@ -130,7 +126,9 @@ if notes:
 
 plan: Plan | None = session.plan
 if plan is None:
-    st.info("Type a task and press Decompose to get a plan.")
+    from app.ui import first_run  # the examples panel (kept inside this block: issue 18)
+
+    first_run.render(ws, session)
     state.autosave(ws, session, autosave_note)
     st.stop()
 
@@ -162,6 +160,7 @@ use_cache = st.checkbox(
     help="A node whose rendered prompt, model, parameters and seed match a recorded call "
     "reuses that call's output instead of calling the model again.",
 )
+compute_panel.reachability_warning(plan, caps, ws, session)
 run_col, rerun_col, cancel_col = st.columns([1, 1, 1])
 
 
@@ -171,9 +170,14 @@ def _start_run(rerun: list[str]) -> None:
     except ArborError as exc:
         st.error(str(exc))
         return
-    new_job = jobs.start(
-        ws, plan.model_copy(deep=True), caps, session.id, use_cache=use_cache, rerun=rerun
-    )
+    if run_control.has_control(session):  # pins, breakpoints or step mode apply to every run
+        new_job = run_control.start_debug_run(
+            ws, jobs, session, plan, caps, use_cache=use_cache, rerun=rerun
+        )
+    else:
+        new_job = jobs.start(
+            ws, plan.model_copy(deep=True), caps, session.id, use_cache=use_cache, rerun=rerun
+        )
     session.run_ids.append(new_job.run_id)
     st.session_state.run_id = new_job.run_id
     st.rerun()
@@ -190,6 +194,9 @@ if rerun_col.button(
     _start_run([selected_node])
 if running and cancel_col.button("Cancel run", key="cancel_run"):
     job.cancel.set()
+run_control_panel(  # step mode, debug run, the paused run, fork (issue 14)
+    ws, jobs, session, plan, caps, selected_node, use_cache=use_cache, running=running
+)
 
 interrupted = [r for r in ws.traces.runs(session.id) if r["status"] == "interrupted"]
 for record in interrupted[:3]:
@@ -307,13 +314,14 @@ elif run_id:
             + "."
         )
         (st.success if status == "completed" else st.warning)(summary)
+        compute_panel.continue_control(ws, jobs, session, plan, caps, record)
         suspects = [row for row in node_rows if row.get("suspect")]
         if suspects:
             listed = "\n".join(f"- `{row['node_id']}`: {row['suspect']}" for row in suspects)
             st.warning(
                 f"{len(suspects)} node(s) gave output that does not look like an answer; "
                 f"read it with care:\n{listed}",
-                icon="⚠️",
+                icon=":material/warning:",
             )
         st.markdown("#### Answer")
         if record["answer"]:
@@ -328,6 +336,13 @@ elif run_id:
         tables.show_table(
             tables.readable_frame(node_rows, NODE_COLUMNS), long_text=["Output", "Error"]
         )
+        annotated = selected_node if selected_node in {r["node_id"] for r in node_rows} else None
+        with st.expander(
+            f"Annotate {'node ' + annotated if annotated else 'the run'}: good or bad, a note, "
+            "the right answer",
+            expanded=False,
+        ):
+            annotations.annotation_panel(ws, run_id, annotated)
         compute_panel.samples_view(ws, run_id)
         st.markdown("#### Model calls")
         calls = ws.traces.model_calls(run_id)

@@ -714,8 +714,10 @@ class RemoteBackend(Backend):
             after = _retry_after_s(exc)
             if after is not None:
                 return min(after, RETRY_AFTER_CAP_S)
+            # ``initial`` rather than 9.2's ``multiplier``: arize-phoenix's google-genai pins
+            # tenacity below 9.2, so the test environment resolves to 9.1.
             backoff = wait_exponential_jitter(
-                multiplier=self.backoff_s, max=BACKOFF_MAX_S, jitter=self.backoff_s
+                initial=self.backoff_s, max=BACKOFF_MAX_S, jitter=self.backoff_s
             )
             return backoff(state)
 

@@ -9,13 +9,16 @@ keeps the dependencies that still make sense and reports the ones it had to drop
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from engine.errors import PlanError
 from engine.models import Backend, backend_for
+from engine.models.base import TokenCallback
 from engine.plan import ModelRef, Node, Plan, single_node_plan
 from engine.planner.base_planner import DEFAULT_SAMPLES
+from engine.planner.control import PlannerControl, Progress
 from engine.planner.decompose import (
     DecomposeResult,
     PlannerStyle,
@@ -37,6 +40,9 @@ ALTERNATIVE_TEMPERATURES = (0.9, 1.1)
 #: Samples use seeds this far apart, so sample i's retry never reuses sample i+1's seed.
 SEED_STRIDE = 1000
 
+#: Hears each alternative as soon as it is ready: its 1-based number and the result.
+AlternativeReady = Callable[[int, "DecomposeResult | ExpandResult"], None]
+
 
 def _signature(plan: Plan, node_id: str) -> tuple[str, ...]:
     return tuple(comparable(c.title) for c in plan.node(node_id).children)
@@ -52,12 +58,18 @@ def sample_alternatives(
     node_id: str | None = None,
     seed: int | None = None,
     style: PlannerStyle = "auto",
+    cancel: threading.Event | None = None,
+    on_progress: Progress | None = None,
+    on_text: TokenCallback | None = None,
+    on_result: AlternativeReady | None = None,
 ) -> list[DecomposeResult | ExpandResult]:
     """``k`` plans for ``task``, or, with ``plan`` and ``node_id``, k re-plans of that subtree.
 
     Each result has ``plan``, ``notes`` and ``fallback`` (an unusable sample comes back as the
     fallback, so the list always has k entries). A sample whose steps repeat an earlier one's is
-    noted. ``seed`` makes the set reproducible; None draws a fresh one.
+    noted. ``seed`` makes the set reproducible; None draws a fresh one. ``on_result`` hears
+    each alternative as soon as it is ready; ``cancel``, ``on_progress`` and ``on_text`` as in
+    ``decompose`` (``PlannerCancelled``).
     """
     if not 1 <= k <= MAX_ALTERNATIVES:
         raise PlanError(f"Ask for 1 to {MAX_ALTERNATIVES} alternatives, not {k}.")
@@ -65,12 +77,20 @@ def sample_alternatives(
         raise PlanError("Sampling alternatives for a subtree needs the plan it belongs to.")
     model = model or (plan.default_model if plan is not None else ModelRef())
     backend = backend or backend_for(model)
+    control = PlannerControl(cancel, on_progress, on_text)
     base_seed = seed if seed is not None else random.randrange(1 << 30)
     if node_id is None and planner_style(model, style, backend) == "base":
-        return _base_alternatives(task, k, model, backend, base_seed)
+        return _base_alternatives(task, k, model, backend, base_seed, control, on_result)
     results: list[DecomposeResult | ExpandResult] = []
     seen: dict[tuple[str, ...], int] = {}
+    # Each sample reports its own stages under "alternative i of k".
     for index in range(k):
+        prefix = f"alternative {index + 1} of {k}"
+        control.stage(prefix)
+
+        def stage(text: str, prefix: str = prefix) -> None:
+            control.stage(f"{prefix}: {text}")
+
         sample_seed = base_seed + SEED_STRIDE * index
         result: DecomposeResult | ExpandResult
         if node_id is not None and plan is not None:
@@ -82,8 +102,18 @@ def sample_alternatives(
                 seed=sample_seed,
                 temperatures=ALTERNATIVE_TEMPERATURES,
                 style=style,
+                cancel=cancel,
+                on_progress=stage,
+                on_text=on_text,
             )
             signature = _signature(result.plan, node_id)
+            if result.fallback:  # say what failed: this alternative, not a re-plan
+                result.notes = [
+                    note.replace("could not re-plan", f"could not sample {prefix} for").replace(
+                        " The plan is unchanged.", ""
+                    )
+                    for note in result.notes
+                ]
         else:
             result = decompose(
                 task,
@@ -92,17 +122,28 @@ def sample_alternatives(
                 seed=sample_seed,
                 temperatures=ALTERNATIVE_TEMPERATURES,
                 style=style,
+                cancel=cancel,
+                on_progress=stage,
+                on_text=on_text,
             )
             signature = _signature(result.plan, result.plan.root.id)
         if not result.fallback and signature in seen:
             result.notes.append(f"the same steps as alternative {seen[signature] + 1}")
         seen.setdefault(signature, index)
         results.append(result)
+        if on_result is not None:
+            on_result(index + 1, result)
     return results
 
 
 def _base_alternatives(
-    task: str, k: int, model: ModelRef, backend: Backend, seed: int
+    task: str,
+    k: int,
+    model: ModelRef,
+    backend: Backend,
+    seed: int,
+    control: PlannerControl,
+    on_result: AlternativeReady | None,
 ) -> list[DecomposeResult | ExpandResult]:
     """The k best distinct candidates of one sampled decomposition (one batched call).
 
@@ -110,10 +151,22 @@ def _base_alternatives(
     skeleton usually scores best); the runners-up of one call are the alternatives.
     """
     result = decompose(
-        task, model, backend=backend, seed=seed, style="base", samples=max(DEFAULT_SAMPLES, k + 1)
+        task,
+        model,
+        backend=backend,
+        seed=seed,
+        style="base",
+        samples=max(DEFAULT_SAMPLES, k + 1),
+        cancel=control.cancel,
+        on_progress=control.on_progress,
+        on_text=control.on_text,
     )
     if result.clarification is not None or result.fallback:
-        return [result, *(replace(result, calls=[]) for _ in range(k - 1))]
+        same = [result, *(replace(result, calls=[]) for _ in range(k - 1))]
+        for number, each in enumerate(same, start=1):
+            if on_result is not None:
+                on_result(number, each)
+        return same
     ranked = sorted(
         (i for i, c in enumerate(result.candidates) if c.plan is not None),
         key=lambda i: -result.candidates[i].total,
@@ -136,12 +189,16 @@ def _base_alternatives(
                 notes=[f"{candidate.source}, score {candidate.total:.2f}", *candidate.notes],
             )
         )
+        if on_result is not None:
+            on_result(len(results), results[-1])
         if len(results) == k:
             break
     while len(results) < k:
         fallback = replace(result, plan=single_node_plan(task, model), fallback=True, calls=[])
         fallback.notes = ["no further distinct candidate plan; here is a one-node plan to edit"]
         results.append(fallback)
+        if on_result is not None:
+            on_result(len(results), fallback)
     return results
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
@@ -25,6 +26,7 @@ from typing import Any, Generic, Literal, TypeVar
 from engine.errors import ArborError
 from engine.language import detect_language
 from engine.models import Backend, ChatMessage, Completion, backend_for
+from engine.models.base import TokenCallback
 from engine.plan import GenerationConfig, ModelRef, Node, Plan, single_node_plan
 from engine.plan.core import instruction_cut_note
 from engine.planner.base_planner import (
@@ -36,6 +38,7 @@ from engine.planner.base_planner import (
     sampled_candidates,
     skeleton_candidate,
 )
+from engine.planner.control import PlannerControl
 from engine.planner.listed_parts import listed_parts
 from engine.planner.patterns import classify
 from engine.planner.scoring import comparable, score_steps, total_score
@@ -550,15 +553,22 @@ def call_planner(
     temperatures: Sequence[float] = PLANNER_TEMPERATURES,
     max_tokens: int = PLANNER_MAX_TOKENS,
     stop: Sequence[str] = (),
+    control: PlannerControl | None = None,
 ) -> PlannerOutcome[T]:
     """Ask, parse, and ask again at the next temperature when the answer is unusable.
 
     ``parse`` returns ``(value, repair notes)`` or raises ``UnusablePlan`` / ``ArborError``.
-    Errors of the call itself (model unavailable, call failed) propagate.
+    Errors of the call itself (model unavailable, call failed) propagate. ``control`` hears
+    "retry" before a second attempt and may cancel between attempts.
     """
     calls: list[Completion] = []
     failures: list[str] = []
     for attempt, temperature in enumerate(temperatures):
+        if control is not None and attempt:
+            control.stage(
+                f"retry {attempt} of {len(temperatures) - 1} at temperature {temperature} "
+                f"({failures[-1] if failures else 'unusable answer'})"
+            )
         config = GenerationConfig(
             temperature=temperature,
             max_tokens=max_tokens,
@@ -649,6 +659,7 @@ def _decompose_base(
     seed: int | None,
     samples: int,
     on_progress: Progress | None,
+    control: PlannerControl | None = None,
 ) -> DecomposeResult:
     prompt_task, notes = clip_task(task)
     language = detect_language(prompt_task)
@@ -669,6 +680,8 @@ def _decompose_base(
             step_candidates.append(skeleton_candidate(pattern, prompt_task, language))
         _report(on_progress, f"sampling {samples} candidate plans")
         backend = backend or backend_for(model)
+        if control is not None:
+            backend = control.wrap(backend)
         sampled, calls = sampled_candidates(
             backend, prompt_task, language, pattern, samples=samples, seed=seed
         )
@@ -718,6 +731,7 @@ def _decompose(
     style: PlannerStyle = "auto",
     samples: int = DEFAULT_SAMPLES,
     on_progress: Progress | None = None,
+    control: PlannerControl | None = None,
 ) -> DecomposeResult:
     if not task or not task.strip():
         raise ValueError("The task is empty: type what you want done first.")
@@ -736,10 +750,18 @@ def _decompose(
     chosen_style = planner_style(model, style, backend)
     if chosen_style == "base":
         return _decompose_base(
-            task, model, backend, seed=seed, samples=samples, on_progress=on_progress
+            task,
+            model,
+            backend,
+            seed=seed,
+            samples=samples,
+            on_progress=on_progress,
+            control=control,
         )
     _report(on_progress, "asking the model for a plan (JSON)")
     backend = backend or backend_for(model)
+    if control is not None:
+        backend = control.wrap(backend)
     prompt_task, notes = clip_task(task)
     examples = worked_examples()
 
@@ -756,6 +778,7 @@ def _decompose(
         seed=seed,
         temperatures=temperatures,
         stop=copy_stops(examples),
+        control=control,
     )
     language = detect_language(prompt_task)
     result = DecomposeResult(
@@ -798,6 +821,8 @@ def decompose(
     style: PlannerStyle = "auto",
     samples: int = DEFAULT_SAMPLES,
     on_progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    on_text: TokenCallback | None = None,
 ) -> DecomposeResult:
     """Ask ``model`` to split ``task``. Never raises for bad model output; see ``DecomposeResult``.
 
@@ -808,7 +833,12 @@ def decompose(
     call. ``on_progress`` hears each stage ("sampling 4 candidate plans", ...). Raises
     ``ValueError`` for an empty task and ``ArborError`` subclasses when the model itself is
     unavailable (missing file, unreachable endpoint): those are the user's to fix.
+
+    ``cancel`` (set from another thread) stops the action between stages and model calls, and
+    between tokens where the backend streams: ``PlannerCancelled`` is raised. ``on_text``
+    hears the model's text as it comes (see ``engine.planner.control``).
     """
+    control = PlannerControl(cancel, on_progress, on_text)
     return _decompose(
         task,
         model,
@@ -817,5 +847,6 @@ def decompose(
         temperatures=temperatures,
         style=style,
         samples=samples,
-        on_progress=on_progress,
+        on_progress=control.stage,
+        control=control,
     )

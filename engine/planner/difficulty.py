@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Sequence
 from typing import Any
 
-from engine.errors import ArborError
+from engine.errors import ArborError, PlannerCancelled
 from engine.models import Backend, ChatMessage, backend_for
+from engine.models.base import TokenCallback
 from engine.models.model_kind import kind_of
 from engine.plan import GenerationConfig, ModelRef, Node, Plan
+from engine.planner.control import PlannerControl, Progress
 from engine.planner.decompose import (
     DIFFICULTY_SCHEMA,
     REASON_SCHEMA,
@@ -177,6 +180,8 @@ def rate_with_base_prompts(
         )
         try:
             completion = backend.complete([{"role": "user", "content": prompt}], config)
+        except PlannerCancelled:
+            raise
         except ArborError as exc:
             return None, None, [f"Could not rate {title!r} ({exc})."]
         difficulty, reason, notes = parse_base_rating(completion.text, title)
@@ -193,26 +198,32 @@ def rate_difficulty(
     backend: Backend | None = None,
     only_missing: bool = True,
     seed: int | None = 7,
+    cancel: threading.Event | None = None,
+    on_progress: Progress | None = None,
+    on_text: TokenCallback | None = None,
 ) -> tuple[Plan, list[str]]:
     """A copy of ``plan`` with difficulties filled in, and notes on what happened.
 
     ``only_missing`` (the default) keeps every existing rating, the analyst's overrides
     included. ``model`` defaults to the plan's default model. Raises ``ArborError`` when the
     model is unavailable; unusable answers leave those nodes unrated and say so.
+    ``cancel``, ``on_progress`` and ``on_text`` as in ``decompose`` (``PlannerCancelled``).
     """
+    control = PlannerControl(cancel, on_progress, on_text)
     targets: list[Node] = [
         node for node, _ in plan.iter_nodes() if not only_missing or node.difficulty is None
     ]
     if not targets:
         return plan, ["Every node already has a difficulty; nothing to rate."]
     model = model or plan.default_model
-    backend = backend or backend_for(model)
+    backend = control.wrap(backend or backend_for(model))
     rated = plan.model_copy(deep=True)
     notes: list[str] = []
     count = 0
     if uses_base_prompts(plan, model, backend):
         # A base model cannot fill the JSON ratings schema sensibly: one few-shot line a step.
-        for node in targets:
+        for number, node in enumerate(targets, start=1):
+            control.stage(f"rating {node.id} ({number} of {len(targets)})")
             instruction = node.instruction or (
                 "Combine the results of its sub-steps." if node.children else ""
             )
@@ -230,6 +241,10 @@ def rate_difficulty(
         return rated, notes
     for start in range(0, len(targets), RATE_BATCH):
         batch = targets[start : start + RATE_BATCH]
+        control.stage(
+            f"rating {', '.join(node.id for node in batch)} "
+            f"({start + len(batch)} of {len(targets)})"
+        )
         titles = [node.title for node in batch]
         instructions = [
             node.instruction or ("Combine the results of its sub-steps." if node.children else "")
@@ -248,6 +263,7 @@ def rate_difficulty(
             seed=seed,
             schema=ratings_schema(len(batch)),
             max_tokens=48 * len(batch) + 32,
+            control=control,
         )
         if outcome.value is None:
             names = ", ".join(repr(title) for title in titles)

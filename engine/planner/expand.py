@@ -9,11 +9,13 @@ is unusable after the retry, the plan comes back unchanged with the reason (``fa
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from engine.language import detect_language
 from engine.models import Backend, ChatMessage, backend_for
+from engine.models.base import TokenCallback
 from engine.plan import NODE_ID_PATTERN, ModelRef, Node, Plan
 from engine.planner.base_planner import (
     DEFAULT_SAMPLES,
@@ -21,6 +23,7 @@ from engine.planner.base_planner import (
     rank_candidates,
     sampled_candidates,
 )
+from engine.planner.control import PlannerControl, Progress
 from engine.planner.decompose import (
     PLANNER_TEMPERATURES,
     DecomposeResult,
@@ -198,10 +201,12 @@ def _split_base(
     existing_titles: Sequence[str],
     restated: Sequence[str],
     taken: set[str],
+    control: PlannerControl,
 ) -> ExpandResult:
     node = plan.node(node_id)
     task = node_task_text(plan, node_id)
     language = detect_language(plan.task)
+    control.stage(f"sampling {DEFAULT_SAMPLES} candidate splits of {node_id}")
     candidates, calls = sampled_candidates(
         backend,
         task,
@@ -211,6 +216,7 @@ def _split_base(
         seed=seed,
         restated=[*restated, *existing_titles],
     )
+    control.stage("scoring the candidates")
     best = rank_candidates(candidates, task, language)
     result = ExpandResult(plan=plan, calls=calls, style="base", language=language)
     result.candidates = [_as_plan_candidate(c) for c in candidates]
@@ -259,10 +265,13 @@ def _split(
     temperatures: Sequence[float],
     replace: bool,
     style: PlannerStyle = "auto",
+    control: PlannerControl | None = None,
 ) -> ExpandResult:
     node = plan.node(node_id)  # PlanError for an unknown id, before any model call
+    control = control or PlannerControl()
+    control.stage("choosing a planner")
     model = model or plan.default_model
-    backend = backend or backend_for(model)
+    backend = control.wrap(backend or backend_for(model))
     parent = plan.parent_of(node_id)
     siblings = [s.title for s in (parent.children if parent else []) if s.id != node_id]
     kept_children = [] if replace else [c.title for c in node.children]
@@ -281,6 +290,7 @@ def _split(
             existing_titles=siblings + kept_children,
             restated=[r for r in restated if r],
             taken=taken,
+            control=control,
         )
 
     def parse(text: str) -> tuple[list[Node], list[str]]:
@@ -296,6 +306,7 @@ def _split(
 
     verb = "re-plan" if replace else "split"
     _, task_notes = clip_task(plan.task)
+    control.stage(f"asking the model to {verb} {node_id} (JSON)")
     outcome = call_planner(
         backend,
         expand_messages(plan, node_id, include_children=not replace),
@@ -303,6 +314,7 @@ def _split(
         seed=seed,
         temperatures=temperatures,
         stop=copy_stops(examples),
+        control=control,
     )
     if outcome.value is None:
         return ExpandResult(
@@ -335,11 +347,15 @@ def expand_node(
     seed: int | None = 7,
     temperatures: Sequence[float] = PLANNER_TEMPERATURES,
     style: PlannerStyle = "auto",
+    cancel: threading.Event | None = None,
+    on_progress: Progress | None = None,
+    on_text: TokenCallback | None = None,
 ) -> ExpandResult:
     """Split ``node_id`` into 2-6 new children, added after any it already has.
 
     ``model`` defaults to the plan's default model. Raises ``PlanError`` for an unknown node and
     ``ArborError`` when the model is unavailable; unusable model output gives ``fallback``.
+    ``cancel``, ``on_progress`` and ``on_text`` as in ``decompose`` (``PlannerCancelled``).
     """
     return _split(
         plan,
@@ -350,6 +366,7 @@ def expand_node(
         temperatures=temperatures,
         replace=False,
         style=style,
+        control=PlannerControl(cancel, on_progress, on_text),
     )
 
 
@@ -362,6 +379,9 @@ def replan_subtree(
     seed: int | None = None,
     temperatures: Sequence[float] = PLANNER_TEMPERATURES,
     style: PlannerStyle = "auto",
+    cancel: threading.Event | None = None,
+    on_progress: Progress | None = None,
+    on_text: TokenCallback | None = None,
 ) -> ExpandResult:
     """Replace everything below ``node_id`` with a fresh split; the rest of the plan is kept.
 
@@ -377,4 +397,5 @@ def replan_subtree(
         temperatures=temperatures,
         replace=True,
         style=style,
+        control=PlannerControl(cancel, on_progress, on_text),
     )

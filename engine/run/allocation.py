@@ -23,6 +23,16 @@ So a manual cap is a ceiling, never a reservation, and the planned shares never 
 than the cap. At run time ``node_token_cap`` applies the same sharing to what is still available
 among the nodes not yet started, which is how unspent budget flows to later nodes.
 
+The root first: the answer is the root's, and the root runs last, reading every other node's
+output, so nodes that each take their share (and top up to one full call) can together leave the
+root too little. ``allocate`` therefore holds the root's full need (``engine.run.reachability``:
+its calls at their output limit, its prompt quoting every child at its limit) back from the
+others before sharing (at most half the total: the need assumes every child writes up to its
+limit): the root is planned ``max(its weight's share, its reserve)`` and the other nodes share
+the rest; at run time no other node's allowance or top-up dips into what is held
+(``Allocation.spendable``). The reachability check says before the run when caps cannot
+cover the root's need and a call of every other node.
+
 Prices live in the model registry, which this module does not read: the dollar cap is shared by
 the same weights as tokens.
 """
@@ -82,6 +92,16 @@ class Allocation:
     nodes: dict[str, NodeAllocation]
     total_tokens: int
     total_cost_usd: float | None
+    root_id: str | None = None
+    root_reserve_tokens: int = 0
+    """Tokens held back for the root until it starts (its full need, at most the total)."""
+
+    def spendable(self, node_id: str, available_tokens: int) -> int:
+        """What ``node_id`` may draw from ``available_tokens``: all of it for the root, the
+        rest after the root's reserve for any other node (the root starts last)."""
+        if node_id == self.root_id:
+            return available_tokens
+        return available_tokens - self.root_reserve_tokens
 
     def node_token_cap(self, node_id: str, available_tokens: int, pending: Iterable[str]) -> int:
         """Tokens ``node_id`` may use, decided when it starts.
@@ -92,13 +112,19 @@ class Allocation:
         pending nodes' manual caps that are smaller than their share leave the excess to the
         others (water-filling). The result is between 0 and ``max(available_tokens, 0)``.
         """
-        if available_tokens <= 0:
-            return 0
         group = self._group(node_id, pending)
+        amount = self.spendable(node_id, available_tokens)
+        if self.root_reserve_tokens and len(group) > 1:
+            if node_id == self.root_id:  # never alongside others in a run; within its reserve
+                amount = min(amount, self.root_reserve_tokens)
+            else:  # the others share what is not held back for the root
+                group = [key for key in group if key != self.root_id]
+        if amount <= 0:
+            return 0
         weights = {key: self.nodes[key].weight for key in group}
         caps = {key: self.nodes[key].token_cap for key in group}
-        share = _water_fill(Fraction(available_tokens), weights, caps)[node_id]
-        return min(math.floor(share), available_tokens)
+        share = _water_fill(Fraction(amount), weights, caps)[node_id]
+        return min(math.floor(share), amount)
 
     def node_cost_cap(self, node_id: str, available_usd: float, pending: Iterable[str]) -> float:
         """Dollars ``node_id`` may spend, decided when it starts; as ``node_token_cap``."""
@@ -190,9 +216,15 @@ def allocate(plan: Plan, caps: RunCaps, *, order: Sequence[str] | None = None) -
         for position, node_id in enumerate(order)
     ]
     weights = {draft.node_id: draft.weight for draft in drafts}
-    token_shares = _water_fill(
-        Fraction(caps.total_tokens), weights, {draft.node_id: draft.token_cap for draft in drafts}
-    )
+    token_caps = {draft.node_id: draft.token_cap for draft in drafts}
+    token_shares = _water_fill(Fraction(caps.total_tokens), weights, token_caps)
+    root_id = plan.root.id
+    reserve = _root_reserve(plan, drafts, caps)
+    if len(drafts) > 1 and token_shares[root_id] < reserve:
+        # The root first: it keeps its need, the others share what is left.
+        others = {key: weight for key, weight in weights.items() if key != root_id}
+        token_shares = _water_fill(Fraction(caps.total_tokens - reserve), others, token_caps)
+        token_shares[root_id] = Fraction(reserve)
     cost_shares: dict[str, Fraction] | None = None
     if caps.total_cost_usd is not None:
         cost_shares = _water_fill(
@@ -224,7 +256,29 @@ def allocate(plan: Plan, caps: RunCaps, *, order: Sequence[str] | None = None) -
         nodes=nodes,
         total_tokens=caps.total_tokens,
         total_cost_usd=caps.total_cost_usd,
+        root_id=root_id if len(drafts) > 1 else None,
+        root_reserve_tokens=reserve if len(drafts) > 1 else 0,
     )
+
+
+#: The root's reserve is at most this share of the total: its need assumes every child writes
+#: up to its limit, which they rarely do, and an over-estimate must not keep the others from
+#: running at all (the reachability check warns about such caps before the run).
+ROOT_RESERVE_MAX_SHARE = Fraction(1, 2)
+
+
+def _root_reserve(plan: Plan, drafts: list[_Draft], caps: RunCaps) -> int:
+    """The root's full need, within its manual cap and ``ROOT_RESERVE_MAX_SHARE`` of the total."""
+    from engine.run.reachability import node_full_tokens, prompt_tokens
+
+    by_id = {draft.node_id: draft for draft in drafts}
+    root = by_id[plan.root.id]
+    limits = {draft.node_id: draft.max_tokens for draft in drafts}
+    prompt = prompt_tokens(plan, plan.root, limits)
+    need = node_full_tokens(root.strategy, root.max_tokens, prompt)
+    if root.token_cap is not None:
+        need = min(need, root.token_cap)
+    return max(0, min(need, math.floor(caps.total_tokens * ROOT_RESERVE_MAX_SHARE)))
 
 
 @dataclass(frozen=True)
@@ -335,4 +389,11 @@ def _float_floor(value: Fraction) -> float:
     return result
 
 
-__all__ = ["DECAY_FLOOR", "Allocation", "NodeAllocation", "allocate", "decay_factor"]
+__all__ = [
+    "DECAY_FLOOR",
+    "ROOT_RESERVE_MAX_SHARE",
+    "Allocation",
+    "NodeAllocation",
+    "allocate",
+    "decay_factor",
+]

@@ -71,9 +71,19 @@ class PendingShares:
     def token_share(self, node_id: str, available: int) -> int:
         if self.token_capped:
             return self.allocation.node_token_cap(node_id, int(available), self.pending)
-        if available <= 0:
+        # Other nodes share what is not held back for the root (``Allocation.spendable``),
+        # among themselves.
+        allocation = self.allocation
+        amount = allocation.spendable(node_id, available)
+        if amount <= 0:
             return 0
-        share = math.floor(self._proportional(node_id, available))
+        holding = allocation.root_reserve_tokens > 0 and node_id != allocation.root_id
+        root_weight = 0.0
+        if holding and allocation.root_id in self.pending:
+            root_weight = allocation.nodes[str(allocation.root_id)].weight
+        weight = allocation.nodes[node_id].weight
+        others = max(0.0, self.pending_weight - root_weight)
+        share = min(math.floor(amount * weight / (weight + others)), amount)
         cap = self.allocation.nodes[node_id].token_cap
         return min(share, cap) if cap is not None else share
 

@@ -32,6 +32,9 @@ class RunStarted:
     resumed_from: str | None = None
     #: Process running the plan; a run left "running" by a dead process was interrupted.
     pid: int | None = None
+    #: The run this one was forked from, and the node the fork starts at (run control).
+    forked_from: str | None = None
+    forked_at_node: str | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,8 @@ class NodeFinished:
     #: Why the output does not look like an answer (an echo of the prompt, a loop, cut off at
     #: the token limit, the wrong language; ``engine.output_check``); None when it looks fine.
     suspect: str | None = None
+    #: The output is the analyst's pinned (or edited) text; no model was called for it.
+    pinned: bool = False
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,44 @@ class BudgetUpdate:
     time_allowed_s: float | None
 
 
+@dataclass(frozen=True)
+class RunPaused:
+    """The run stopped at a breakpoint and waits for the analyst (``engine.run.control``)."""
+
+    run_id: str
+    node_id: str
+    title: str
+    when: str  # "before" | "after"
+    reason: str  # "breakpoint" | "step"
+    #: The node's inputs (its dependencies' and children's outputs) by node id.
+    inputs: dict[str, str]
+    prompt: str | None
+    output: str | None
+    paused_at: datetime
+
+
+@dataclass(frozen=True)
+class RunContinued:
+    """The analyst answered a pause; the run goes on (``action``: continue, step, skip)."""
+
+    run_id: str
+    node_id: str
+    action: str
+
+
+@dataclass(frozen=True)
+class RunEdited:
+    """The analyst changed a node during (or for) this run; ``edits_json`` is every edit of
+    the run so far (a JSON list of {node_id, field, old, new, source}), ``plan_json`` the plan
+    the run now executes."""
+
+    run_id: str
+    node_id: str
+    field: str
+    edits_json: str
+    plan_json: str
+
+
 Event = (
     RunStarted
     | NodeStarted
@@ -155,6 +198,9 @@ Event = (
     | NodeFinished
     | BudgetUpdate
     | RunFinished
+    | RunPaused
+    | RunContinued
+    | RunEdited
 )
 
 

@@ -18,6 +18,11 @@ upstream nodes were all reused are looked up, so after an edit exactly the chang
 everything downstream of them run again; nodes named in ``rerun`` count as changed.
 Cancelling sets an event the backends watch between tokens, so running calls stop promptly.
 
+Run control (``engine.run.control``): a pinned node finishes at once with the analyst's text
+(no call); a node taken from a forked run's records finishes as a reused one; at a breakpoint
+(or in step mode) the coordinator stops starting nodes, waits for the running ones, stops the
+caps' clock and asks the controller what to do; without an answer the run ends ``paused``.
+
 This module is the coordinator's loop; a node's preparation and run are ``engine.run
 .node_runner``'s, the events and results ``engine.run.recording``'s.
 """
@@ -48,7 +53,17 @@ from engine.run.allowances import (
     token_cap_reason,
 )
 from engine.run.budget import Meter, RunCaps
-from engine.run.call_cache import CachedCall, CallCache
+from engine.run.call_cache import CachedCall, CallCache, call_cache_key
+from engine.run.control import (
+    CANCELLED_AT_PAUSE,
+    PAUSED,
+    SKIPPED_BY_ANALYST,
+    Decision,
+    Pause,
+    PauseWhen,
+    RunControl,
+    RunEdit,
+)
 from engine.run.events import Listener
 from engine.run.node_runner import (
     CANCELLED_BY_USER,
@@ -95,8 +110,18 @@ class _Run:
         rerun: Iterable[str],
         resumed_from: str | None,
         order: list[str],
+        control: RunControl | None = None,
     ):
         self.plan = plan
+        self.control = control or RunControl()
+        self.pins = dict(self.control.pins)
+        self.step = self.control.step
+        self.edits: list[RunEdit] = list(self.control.edits)
+        #: Breakpoints waiting to be shown, (node id, before|after), and nodes let past theirs.
+        self._pauses: list[tuple[str, PauseWhen]] = []
+        self._released: set[str] = set()
+        self._prompt_overrides: dict[str, str] = {}
+        self._paused_node: str | None = None
         self.order = order
         self.caps = caps
         self.cancel = cancel
@@ -133,9 +158,23 @@ class _Run:
             if node_id not in self.nodes:
                 raise ArborError(f"Cannot re-run from {node_id!r}: no such node in the plan.")
             forced |= {node_id} | nx.descendants(graph, node_id)
+        unknown = sorted(self.control.node_ids() - set(self.nodes))
+        if unknown:
+            raise ArborError(
+                f"No node {unknown[0]!r} in the plan (pins, breakpoints and forks name node ids; "
+                f"the plan has {', '.join(self.order)})."
+            )
         self.recorder.run_started(
-            session_id, self.plan.task, self.plan.to_json(indent=None), self.resumed_from
+            session_id,
+            self.plan.task,
+            self.plan.to_json(indent=None),
+            self.resumed_from,
+            self.control.forked_from,
+            self.control.forked_at_node,
         )
+        plan_json = self.plan.to_json(indent=None)
+        for index, edit in enumerate(self.edits):  # made before the run (resume, fork)
+            self.recorder.edited(edit, self.edits[: index + 1], plan_json)
         pool = ThreadPoolExecutor(self.caps.max_parallel, thread_name_prefix="arbor-node")
         try:
             stop = self._loop(scheduler, pool, forced)
@@ -153,7 +192,7 @@ class _Run:
         stop: Stop | None = None
         cancel_deadline: float | None = None
         next_progress = time.monotonic() + PROGRESS_INTERVAL_S
-        while not scheduler.finished:
+        while not scheduler.finished or (stop is None and self._pauses):
             if stop is None and self.cancel.is_set():
                 stop = ("cancelled", CANCELLED_BY_USER)
                 self.runner.stop_calls(time_cap=False)
@@ -167,6 +206,9 @@ class _Run:
                     cancel_deadline = time.monotonic() + CANCEL_GRACE_S
             else:
                 self._start_ready(scheduler, pool, forced)
+            if stop is None and self._pauses and not self._running:
+                stop = self._pause(scheduler)
+                continue
             if not self._running:
                 if not scheduler.finished and stop is None and not scheduler.ready():
                     raise RuntimeError("scheduler stalled: nothing running and nothing ready")
@@ -195,10 +237,14 @@ class _Run:
     ) -> None:
         """Start what may start; finish cached nodes at once (which may ready more nodes)."""
         while True:
+            if self._pauses:  # a breakpoint waits: start nothing more
+                return
             ready = scheduler.ready()
             fresh = [node_id for node_id in ready if node_id not in self._prepared]
             for node_id in fresh:
                 self._prepared[node_id] = self.runner.prepare(self.nodes[node_id], self.outputs)
+                if node_id in self._prompt_overrides:
+                    self._override_prompt(self._prepared[node_id])
             # Only a node whose every upstream node was reused can match a recorded call:
             # downstream of a node that ran again, everything runs again (and no lookup is paid).
             for node_id in fresh:
@@ -212,7 +258,27 @@ class _Run:
             )
             progressed = False
             for node_id in ready:
+                if self._pauses:
+                    return
                 prepared = self._prepared[node_id]
+                if node_id in self.pins:
+                    self.shares.leave(node_id)
+                    scheduler.start(node_id)
+                    self._pin(scheduler, prepared, self.pins[node_id], "pinned by the analyst")
+                    progressed = True
+                    continue
+                forked = self.control.reuse.get(node_id)
+                if forked is not None and node_id not in forced:
+                    self.shares.leave(node_id)
+                    scheduler.start(node_id)
+                    self._reuse(scheduler, prepared, forked)
+                    progressed = True
+                    continue
+                if node_id not in self._released and (
+                    self.step or node_id in self.control.break_before
+                ):
+                    self._pauses.append((node_id, "before"))
+                    return
                 if prepared.error is not None:
                     self.shares.leave(node_id)
                     scheduler.start(node_id)
@@ -259,9 +325,10 @@ class _Run:
         self._outcomes.put(self.runner.run(prepared))
 
     def _upstream_reused(self, scheduler: Scheduler, node_id: str) -> bool:
+        # A pinned upstream output is as fixed as a reused one: the key holds its text.
         results = self.recorder.results
         return all(
-            results[upstream].reused_from is not None
+            results[upstream].reused_from is not None or results[upstream].pinned
             for upstream in scheduler.graph.predecessors(node_id)
         )
 
@@ -314,6 +381,117 @@ class _Run:
         self.outputs[prepared.node.id] = hit.output
         suspect = self.runner.suspect(prepared, hit.output, finish_reason=hit.finish_reason)
         self.recorder.reused(prepared, hit, suspect)
+        self._break_after(prepared.node.id)
+
+    def _pin(self, scheduler: Scheduler, prepared: Prepared, output: str, note: str) -> None:
+        """Finish a started node with the analyst's text: no call, dependants read it."""
+        scheduler.finish(prepared.node.id)
+        self.outputs[prepared.node.id] = output
+        label = prepared.backend.label if prepared.backend else None
+        self.recorder.pinned(prepared.node, output, label, note)
+
+    def _break_after(self, node_id: str) -> None:
+        if node_id in self.control.break_after and node_id not in self._released:
+            self._pauses.append((node_id, "after"))
+
+    # -- breakpoints -------------------------------------------------------------------------
+    def _override_prompt(self, prepared: Prepared) -> None:
+        """Replace the text of the node's last message with the analyst's edited prompt."""
+        text = self._prompt_overrides[prepared.node.id]
+        if not prepared.messages:
+            return
+        messages = [dict(m) for m in prepared.messages]
+        messages[-1]["content"] = text
+        prepared.messages = messages  # type: ignore[assignment]
+        if prepared.cache_key is not None and prepared.ref and prepared.generation:
+            prepared.cache_key = call_cache_key(messages, prepared.ref, prepared.generation)
+
+    def _inputs(self, node_id: str) -> dict[str, str]:
+        node = self.nodes[node_id]
+        upstream = [*node.depends_on, *(child.id for child in node.children)]
+        return {n: self.outputs[n] for n in upstream if n in self.outputs}
+
+    def _pause(self, scheduler: Scheduler) -> Stop | None:
+        """Show the first waiting breakpoint, with the clock stopped; apply the decision."""
+        node_id, when = self._pauses.pop(0)
+        node = self.nodes[node_id]
+        prepared = self._prepared.get(node_id)
+        prompt = None
+        if when == "before" and prepared is not None and prepared.messages:
+            prompt = str(prepared.messages[-1].get("content") or "")
+        stepping = when == "before" and node_id not in self.control.break_before
+        reason = "step" if stepping else "breakpoint"
+        pause = Pause(
+            run_id=self.recorder.run_id,
+            node_id=node_id,
+            title=node.title,
+            when=when,
+            reason=reason,
+            inputs=self._inputs(node_id),
+            prompt=prompt,
+            output=self.outputs.get(node_id) if when == "after" else None,
+            instruction=node.instruction,
+        )
+        self.recorder.paused(pause)
+        paused_at = time.monotonic()
+        controller = self.control.controller
+        decision = controller.decide(pause) if controller is not None else None
+        # The caps' clock stands still while the analyst looks: shift the start and deadline.
+        paused_s = time.monotonic() - paused_at
+        self.clock_start += paused_s
+        if self.deadline is not None:
+            self.deadline += paused_s
+            self.runner.deadline = self.deadline
+        if decision is None:
+            self._paused_node = node_id
+            self._pauses.clear()
+            return (PAUSED, f"paused {when} node {node_id!r} ({reason}); resume to continue")
+        if decision.action == "cancel":
+            self._pauses.clear()
+            return ("cancelled", CANCELLED_AT_PAUSE)
+        self.recorder.continued(node_id, decision.action)
+        self._released.add(node_id)
+        self.step = decision.action == "step"
+        if when == "before":
+            self._apply_before(scheduler, node_id, decision)
+        elif decision.output is not None and decision.output != self.outputs.get(node_id):
+            self._edit(RunEdit(node_id, "output", self.outputs.get(node_id), decision.output))
+            self.outputs[node_id] = decision.output
+            self.recorder.pinned(node, decision.output, None, "output edited at a breakpoint")
+        return None
+
+    def _apply_before(self, scheduler: Scheduler, node_id: str, decision: Decision) -> None:
+        node = self.nodes[node_id]
+        if decision.action == "skip":
+            self.shares.leave(node_id)
+            scheduler.start(node_id)
+            scheduler.finish(node_id)  # dependants go on without its output
+            self.outputs[node_id] = ""
+            self._edit(RunEdit(node_id, "skip", None, None))
+            self.recorder.unrun(node_id, node.title, NodeStatus.SKIPPED, SKIPPED_BY_ANALYST)
+            return
+        if decision.instruction is not None and decision.instruction != node.instruction:
+            from engine.plan.editing import update_node
+
+            self.plan = update_node(self.plan, node_id, instruction=decision.instruction)
+            self.nodes = self.plan.nodes()
+            self.runner.plan, self.runner.nodes = self.plan, self.nodes
+            self._edit(RunEdit(node_id, "instruction", node.instruction, decision.instruction))
+            self._prepared.pop(node_id, None)  # rendered again, looked up again
+        if decision.prompt is not None:
+            prepared = self._prepared.get(node_id)
+            old = str(prepared.messages[-1].get("content") or "") if prepared else None
+            if prepared is None or decision.prompt != old:
+                self._prompt_overrides[node_id] = decision.prompt
+                self._edit(RunEdit(node_id, "prompt", old, decision.prompt))
+                self._prepared.pop(node_id, None)
+        if decision.output is not None:
+            self.pins[node_id] = decision.output
+            self._edit(RunEdit(node_id, "output", None, decision.output))
+
+    def _edit(self, edit: RunEdit) -> None:
+        self.edits.append(edit)
+        self.recorder.edited(edit, self.edits, self.plan.to_json(indent=None))
 
     def _finish_node(self, scheduler: Scheduler, outcome: Outcome) -> None:
         node = self.nodes[outcome.node_id]
@@ -327,6 +505,7 @@ class _Run:
             scheduler.finish(node.id)
             self.outputs[node.id] = found.output
             status = NodeStatus.DONE
+            self._break_after(node.id)
         else:
             blocked = scheduler.fail(node.id, outcome.error or "failed")
             status = NodeStatus.FAILED
@@ -381,6 +560,8 @@ class _Run:
             self.outputs.get(root),
             self.resumed_from,
             time.monotonic() - self.clock_start,
+            self._paused_node,
+            self.edits,
         )
 
 
@@ -396,6 +577,7 @@ def execute_plan(
     cache: CallCache | None = None,
     rerun: Iterable[str] = (),
     resumed_from: str | None = None,
+    control: RunControl | None = None,
 ) -> RunResult:
     """Run ``plan`` to completion, a cap, a cancel or a failure; never raises for model errors.
 
@@ -403,7 +585,8 @@ def execute_plan(
     in the result (the failed node's dependants are blocked; independent branches go on).
     With ``cache``, calls whose key was recorded before are reused instead of made; ``rerun``
     names nodes that run again (with everything downstream) even so. ``resumed_from`` marks the
-    run as the continuation of an interrupted one.
+    run as the continuation of an interrupted one. ``control`` adds pins, breakpoints, step
+    mode and a fork's reused nodes (``engine.run.control``).
     """
     graph = plan.validate_graph()
     position = {node.id: index for index, (node, _) in enumerate(plan.iter_nodes())}
@@ -419,6 +602,7 @@ def execute_plan(
         rerun,
         resumed_from,
         order,
+        control,
     )
     return run.execute(session_id, graph)
 

@@ -238,8 +238,15 @@ class NodeCalls:
     ) -> CallRecord:
         cost = caller.backend.cost(completion.usage)
         self.meter.settle_grant(grant, completion.usage.total, cost)
-        # Only a call made with the parameters its key names, that gave text, is reusable.
-        reusable = bool(completion.text.strip()) and full_grant
+        # Only a call made with the parameters its key names, that gave text, is reusable; a
+        # call granted less than its output limit that stopped on its own before that grant ran
+        # out gave what the full limit would have given, so it is reusable too (a run stopped
+        # on a cap continues from it).
+        stopped_early = (
+            completion.finish_reason == "stop"
+            and completion.usage.output_tokens < config.max_tokens
+        )
+        reusable = bool(completion.text.strip()) and (full_grant or stopped_early)
         record = CallRecord(
             role=role,
             sample_index=index,

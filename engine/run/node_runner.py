@@ -283,6 +283,8 @@ class NodeRunner:
         # outputs): it may take that much more from the run, within its manual cap.
         manual = prepared.allocation.token_cap
         extra = top_up(block, estimate + generation.max_tokens, manual)
+        # ... but never from what the allocation holds back for the root.
+        extra = min(extra, max(0, self.allocation.spendable(node.id, self.meter.available)))
         if extra:
             outcome.extra_block = self.meter.reserve_block(extra, 0.0)
             block += outcome.extra_block.tokens

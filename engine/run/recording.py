@@ -7,6 +7,7 @@ at the end, the ``RunResult``.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from engine.models import Usage
 from engine.plan import Node
 from engine.run.budget import Meter, RunCaps
 from engine.run.call_cache import CachedCall
+from engine.run.control import Pause, RunEdit
 from engine.run.events import (
     BudgetUpdate,
     Event,
@@ -22,7 +24,10 @@ from engine.run.events import (
     NodeFinished,
     NodeProgress,
     NodeStarted,
+    RunContinued,
+    RunEdited,
     RunFinished,
+    RunPaused,
     RunStarted,
     is_answered,
 )
@@ -46,6 +51,8 @@ class NodeResult:
     replayed_cost_usd: float = 0.0
     #: Why the output does not look like an answer (``engine.output_check``), if so.
     suspect: str | None = None
+    #: The output is the analyst's pinned (or edited) text: no model was called for it.
+    pinned: bool = False
 
 
 @dataclass
@@ -61,8 +68,11 @@ class RunResult:
     output_tokens: int = 0
     cost_usd: float = 0.0
     resumed_from: str | None = None
-    #: Wall-clock seconds from start to finish.
+    #: Wall-clock seconds from start to finish (time spent paused at breakpoints excluded).
     wall_s: float = 0.0
+    #: The node a "paused" run stopped at, and the edits the analyst made during the run.
+    paused_node: str | None = None
+    edits: list[RunEdit] = field(default_factory=list)
 
     @property
     def total_tokens(self) -> int:
@@ -99,12 +109,18 @@ class RunResult:
         return [n for n, r in self.nodes.items() if r.reused_from is not None]
 
     @property
+    def pinned(self) -> list[str]:
+        """Nodes whose output the analyst gave (pinned or edited): no model was called."""
+        return [n for n, r in self.nodes.items() if r.pinned]
+
+    @property
     def executed(self) -> list[str]:
         """Nodes that called a model in this run (whatever the outcome)."""
         return [
             n
             for n, r in self.nodes.items()
             if r.reused_from is None
+            and not r.pinned
             and r.status in (NodeStatus.DONE, NodeStatus.FAILED, NodeStatus.CANCELLED)
         ]
 
@@ -138,6 +154,8 @@ class Recorder:
         task: str,
         plan_json: str,
         resumed_from: str | None,
+        forked_from: str | None = None,
+        forked_at_node: str | None = None,
     ) -> None:
         self.emit(
             RunStarted(
@@ -149,6 +167,59 @@ class Recorder:
                 started_at=now(),
                 resumed_from=resumed_from,
                 pid=os.getpid(),
+                forked_from=forked_from,
+                forked_at_node=forked_at_node,
+            )
+        )
+
+    def pinned(self, node: Node, output: str, model: str | None, note: str) -> None:
+        """A node whose output the analyst gave: nothing was called."""
+        self.results[node.id] = NodeResult(node.id, NodeStatus.DONE, output, pinned=True)
+        self.emit(
+            NodeFinished(
+                run_id=self.run_id,
+                node_id=node.id,
+                title=node.title,
+                status=NodeStatus.DONE.value,
+                output=output,
+                error=None,
+                input_tokens=0,
+                output_tokens=0,
+                started_at=None,
+                finished_at=now(),
+                model=model,
+                note=note,
+                pinned=True,
+            )
+        )
+
+    def paused(self, pause: Pause) -> None:
+        self.emit(
+            RunPaused(
+                run_id=self.run_id,
+                node_id=pause.node_id,
+                title=pause.title,
+                when=pause.when,
+                reason=pause.reason,
+                inputs=dict(pause.inputs),
+                prompt=pause.prompt,
+                output=pause.output,
+                paused_at=now(),
+            )
+        )
+
+    def continued(self, node_id: str, action: str) -> None:
+        self.emit(RunContinued(self.run_id, node_id, action))
+
+    def edited(self, edit: RunEdit, edits: list[RunEdit], plan_json: str) -> None:
+        """Record one edit; the event carries every edit of the run so far."""
+        self.emit(
+            RunEdited(
+                run_id=self.run_id,
+                node_id=edit.node_id,
+                field=edit.field,
+                edits_json=json.dumps([e.as_dict() for e in edits], ensure_ascii=False),
+                plan_json=plan_json,
             )
         )
 
@@ -295,6 +366,8 @@ class Recorder:
         answer: str | None,
         resumed_from: str | None,
         wall_s: float,
+        paused_node: str | None = None,
+        edits: Iterable[RunEdit] = (),
     ) -> RunResult:
         results = self.results
         result = RunResult(
@@ -309,6 +382,8 @@ class Recorder:
             cost_usd=sum(r.cost_usd for r in results.values()),
             resumed_from=resumed_from,
             wall_s=wall_s,
+            paused_node=paused_node,
+            edits=list(edits),
         )
         self.emit(
             RunFinished(

@@ -26,6 +26,7 @@ from storage.bundles.format import (
     BUNDLE_VERSION,
     MANIFEST_MEMBER,
     MODELS_MEMBER,
+    OPTIONAL_TRACE_TABLES,
     SESSION_MEMBER,
     TRACE_MEMBERS,
     TRACE_TABLES,
@@ -42,6 +43,7 @@ _ORDER = {
     "runs": "started_at, run_id",
     "node_executions": "run_id, node_id",
     "model_calls": "run_id, started_at, call_id",
+    "annotations": "run_id, created_at, annotation_id",
 }
 #: Registry entry fields that may leave the machine. A whitelist, so a field added to
 #: ``ModelEntry`` later (perhaps a secret one) stays home until someone decides otherwise.
@@ -195,7 +197,7 @@ def _refuse_secrets_in_rows(
     """
     if not secrets or not run_ids:
         return
-    for table in TRACE_TABLES:
+    for table in (*TRACE_TABLES, *OPTIONAL_TRACE_TABLES):
         columns = [
             row[0]
             for row in con.execute(
@@ -259,7 +261,7 @@ def export_session(
         files: dict[str, Path] = {}
         with workspace.traces.connect() as con:
             _refuse_secrets_in_rows(con, chosen, secrets)
-            for table in TRACE_TABLES:
+            for table in (*TRACE_TABLES, *OPTIONAL_TRACE_TABLES):
                 target = folder / f"{table}.parquet"
                 try:
                     con.execute(

@@ -11,6 +11,7 @@ A ``.arbor`` file is a zip (bundle version 2)::
     traces/runs.parquet             exactly the carried runs' rows, every column of the store
     traces/node_executions.parquet
     traces/model_calls.parquet
+    traces/annotations.parquet      the carried runs' annotations (optional: older files lack it)
     models.json                     registry entries of the plan's models, nothing secret
                                     (optional; same layout as a registry file)
 
@@ -48,7 +49,11 @@ MANIFEST_MEMBER = "manifest.json"
 SESSION_MEMBER = "session.json"
 MODELS_MEMBER = "models.json"
 TRACE_TABLES = ("runs", "node_executions", "model_calls")
-TRACE_MEMBERS = {table: f"traces/{table}.parquet" for table in TRACE_TABLES}
+#: Tables carried when present: a file written before they existed has no member for them.
+OPTIONAL_TRACE_TABLES = ("annotations",)
+TRACE_MEMBERS = {
+    table: f"traces/{table}.parquet" for table in (*TRACE_TABLES, *OPTIONAL_TRACE_TABLES)
+}
 #: Bytes read at a time when checksumming or extracting a member.
 COPY_CHUNK = 1 << 20
 
@@ -134,6 +139,7 @@ __all__ = [
     "BUNDLE_VERSION",
     "MANIFEST_MEMBER",
     "MODELS_MEMBER",
+    "OPTIONAL_TRACE_TABLES",
     "SESSION_MEMBER",
     "TRACE_MEMBERS",
     "TRACE_TABLES",

@@ -19,7 +19,13 @@ from engine.errors import BundleError
 from engine.plan import Plan
 from engine.plan.files import import_plan
 from engine.plan.templates import check_templates
-from storage.bundles.format import TRACE_MEMBERS, TRACE_TABLES, Contents, plan_refs
+from storage.bundles.format import (
+    OPTIONAL_TRACE_TABLES,
+    TRACE_MEMBERS,
+    TRACE_TABLES,
+    Contents,
+    plan_refs,
+)
 from storage.bundles.reading import read_file
 from storage.sessions import ArborSession
 from storage.workspace import Workspace
@@ -117,7 +123,10 @@ def _check_traces(con: duckdb.DuckDBPyConnection, contents: Contents) -> dict[st
             f"{source} holds run {running[0]!r} as still running; export it again once it has "
             "finished."
         )
-    for table in ("node_executions", "model_calls"):
+    carried = [
+        t for t in ("node_executions", "model_calls", "annotations") if t in contents.trace_files
+    ]
+    for table in carried:
         strays = con.execute(
             "SELECT DISTINCT run_id FROM read_parquet(?)"
             " WHERE run_id NOT IN (SELECT unnest(?::VARCHAR[]))",
@@ -144,7 +153,8 @@ def _insert_runs(
 ) -> None:
     """Copy the runs' rows in; the caller holds the transaction."""
     extra = {"runs": ", $origin AS origin", "model_calls": ", true AS imported"}
-    for table in TRACE_TABLES:
+    optional = [table for table in OPTIONAL_TRACE_TABLES if table in contents.trace_files]
+    for table in (*TRACE_TABLES, *optional):
         con.execute(
             f"INSERT INTO {table} BY NAME SELECT {_quoted(columns[table])}{extra.get(table, '')}"
             " FROM read_parquet($file) WHERE run_id IN (SELECT unnest($runs::VARCHAR[]))",

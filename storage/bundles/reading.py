@@ -21,6 +21,7 @@ from storage.bundles.format import (
     MODELS_MEMBER,
     SESSION_MEMBER,
     TRACE_MEMBERS,
+    TRACE_TABLES,
     UPGRADES,
     Contents,
 )
@@ -207,7 +208,7 @@ def _read_zip(path: Path, folder: Path) -> Contents:
                 f"{source} is corrupt: member {MANIFEST_MEMBER} lacks its members, run_ids or "
                 "trace_schema_version."
             )
-        required = [SESSION_MEMBER, *(TRACE_MEMBERS.values() if run_ids else ())]
+        required = [SESSION_MEMBER, *(TRACE_MEMBERS[t] for t in TRACE_TABLES if run_ids)]
         for name in required:
             if name not in members:
                 raise BundleError(

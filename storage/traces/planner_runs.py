@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from engine.errors import TraceStoreError
+from storage.otlp_hook import export_when_configured
 from storage.traces.rows import redacted
 from storage.traces.schema import PLANNER_KINDS
 from storage.traces.store import TraceStore
@@ -207,6 +208,7 @@ def record_planner_run(
         raise TraceStoreError(
             f"Could not record the {kind} in the trace store {store.path}: {exc}"
         ) from exc
+    export_when_configured(store, run_id)  # live OTLP export, when configured
     return run_id
 
 

@@ -18,7 +18,10 @@ from engine.run.events import (
     ModelCallFinished,
     NodeFinished,
     NodeStarted,
+    RunContinued,
+    RunEdited,
     RunFinished,
+    RunPaused,
     RunStarted,
 )
 
@@ -44,6 +47,7 @@ NODE_COLUMNS = (
     "cost_cap_usd",
     "note",
     "suspect",
+    "pinned",
 )
 CALL_COLUMNS = (
     "call_id",
@@ -93,6 +97,7 @@ NODE_ARROW_SCHEMA = pa.schema(
         ("cost_cap_usd", pa.float64()),
         ("note", pa.string()),
         ("suspect", pa.string()),
+        ("pinned", pa.bool_()),
     ]
 )
 
@@ -136,6 +141,8 @@ class Rows:
     nodes_merge: dict[NodeKey, list[Any]] = field(default_factory=dict)
     calls: list[tuple[Any, ...]] = field(default_factory=list)
     runs_finished: list[RunFinished] = field(default_factory=list)
+    #: Run control: pauses, continues and edits, in order (run status and edits updates).
+    run_control: list[RunPaused | RunContinued | RunEdited] = field(default_factory=list)
 
     @property
     def node_rows(self) -> int:
@@ -184,6 +191,7 @@ def _node_row(event: NodeFinished, title: str, model: str | None, started: datet
         event.cost_cap_usd,
         event.note,
         event.suspect,
+        event.pinned,
     ]
 
 
@@ -243,6 +251,8 @@ def collapse(events: Iterable[Event], state: WriterState) -> Rows:
                 rows.put_node(key, row, state)
             case ModelCallFinished():
                 rows.calls.append(_call_row(event))
+            case RunPaused() | RunContinued() | RunEdited():
+                rows.run_control.append(event)
             case RunFinished():
                 rows.runs_finished.append(event)
                 state.written.pop(event.run_id, None)
@@ -253,8 +263,8 @@ def collapse(events: Iterable[Event], state: WriterState) -> Rows:
     return rows
 
 
-# finished_at, reused_from, cost_usd, strategy, samples, agreement, caps, note, suspect of a
-# running node
-_NO_END = (None, None, 0.0, None, None, None, None, None, None, None)
+# finished_at, reused_from, cost_usd, strategy, samples, agreement, caps, note, suspect, pinned
+# of a running node
+_NO_END = (None, None, 0.0, None, None, None, None, None, None, None, False)
 
 __all__ = ["CALL_COLUMNS", "NODE_COLUMNS", "Rows", "WriterState", "collapse"]

@@ -20,6 +20,11 @@ Tables (each column's meaning is in the migration that adds it)::
                 imported,                                                  -- v4
                 detail)                                                    -- v8
     evaluations(...), evaluation_results(...)                              -- v3
+    run_labels(run_id, name, tags, updated_at)                             -- v9
+    runs.forked_from, forked_at_node, paused_node, edits;
+    node_executions.pinned                                                 -- v10
+    annotations(annotation_id, run_id, node_id, call_id, label, score, note,
+                corrected_output, created_at)                              -- v11
 
 ``runs.status`` is running | completed | suspect | stopped | failed | cancelled | interrupted; a
 run is *interrupted* when the process that ran it (``runs.pid``) died while it was ``running``,
@@ -38,6 +43,7 @@ from collections.abc import Callable
 import duckdb
 
 from engine.redaction import REDACT_PATTERNS
+from storage.traces.annotations import CREATE_SQL as ANNOTATIONS_SQL
 
 
 def _create_v1(con: duckdb.DuckDBPyConnection) -> None:
@@ -365,9 +371,10 @@ def _add_v7_suspect(con: duckdb.DuckDBPyConnection) -> None:
 
 
 #: What ``runs.kind`` may hold: an execution of a plan, or one planner action.
-RUN_KINDS = ("execution", "decompose", "expand", "replan", "rate", "alternatives")
-#: The planner's kinds (every kind but "execution").
-PLANNER_KINDS = RUN_KINDS[1:]
+#: The planner's kinds: one planner action each.
+PLANNER_KINDS = ("decompose", "expand", "replan", "rate", "alternatives")
+#: Every kind of ``runs`` row: plan runs, planner actions, and playground variants.
+RUN_KINDS = ("execution", *PLANNER_KINDS, "playground")
 
 
 def _add_v8_planner_runs(con: duckdb.DuckDBPyConnection) -> None:
@@ -384,6 +391,43 @@ def _add_v8_planner_runs(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("UPDATE runs SET kind = 'execution' WHERE kind IS NULL")
 
 
+def _add_v9_run_labels(con: duckdb.DuckDBPyConnection) -> None:
+    """An analyst's name and tags for a run. A table of their own rather than columns of
+    ``runs``: a writer that records a run again (resume, re-import) never wipes them."""
+    con.execute(
+        """
+        CREATE TABLE run_labels (
+            run_id VARCHAR PRIMARY KEY,
+            name VARCHAR,                     -- a short human name; NULL: none
+            tags VARCHAR[] DEFAULT [],        -- free-form, lower-case, sorted, no duplicates
+            updated_at TIMESTAMPTZ
+        );
+        """
+    )
+
+
+def _add_v10_run_control(con: duckdb.DuckDBPyConnection) -> None:
+    """Run control (``engine.run.control``): pinned outputs, paused runs, edits, forks."""
+    con.execute(
+        """
+        -- the output is the analyst's pinned (or edited) text; no model was called for it
+        ALTER TABLE node_executions ADD COLUMN pinned BOOLEAN DEFAULT false;
+        -- the run this one was forked from, and the node the fork ran anew from
+        ALTER TABLE runs ADD COLUMN forked_from VARCHAR;
+        ALTER TABLE runs ADD COLUMN forked_at_node VARCHAR;
+        -- status 'paused': the node the run waits at (stop_reason says before/after and why)
+        ALTER TABLE runs ADD COLUMN paused_node VARCHAR;
+        -- JSON list of the analyst's edits: {node_id, field, old, new, source}
+        ALTER TABLE runs ADD COLUMN edits VARCHAR;
+        """
+    )
+
+
+def _add_v11_annotations(con: duckdb.DuckDBPyConnection) -> None:
+    """An analyst's good/bad labels on runs, nodes and calls (``storage.traces.annotations``)."""
+    con.execute(ANNOTATIONS_SQL)
+
+
 #: Ordered, named migrations; a store records which it has applied. Append, never edit.
 MIGRATIONS: list[tuple[str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     ("create runs, node_executions, model_calls", _create_v1),
@@ -394,6 +438,9 @@ MIGRATIONS: list[tuple[str, Callable[[duckdb.DuckDBPyConnection], None]]] = [
     ("run_totals view: a running run's tokens and cost are its nodes' sums", _add_v6_run_totals),
     ("suspect outputs: node_executions.suspect, spans.arbor_suspect", _add_v7_suspect),
     ("planner runs: runs.kind, model_calls.detail (candidate scores)", _add_v8_planner_runs),
+    ("run names and tags: run_labels", _add_v9_run_labels),
+    ("run control: pinned nodes, paused runs, edits, forks", _add_v10_run_control),
+    ("annotations: good/bad labels, scores, notes, corrections", _add_v11_annotations),
 ]
 
 

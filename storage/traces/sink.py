@@ -10,6 +10,7 @@ from typing import Any, Literal
 import duckdb
 import pyarrow as pa
 
+from engine.run.events import RunContinued, RunEdited, RunPaused
 from storage.traces.rows import CALL_COLUMNS, NODE_ARROW_SCHEMA, NODE_COLUMNS, Rows, redacted
 
 _MERGE_NODES = f"""
@@ -33,7 +34,8 @@ _MERGE_NODES = f"""
         token_cap = excluded.token_cap,
         cost_cap_usd = excluded.cost_cap_usd,
         note = excluded.note,
-        suspect = excluded.suspect
+        suspect = excluded.suspect,
+        pinned = excluded.pinned
 """
 
 
@@ -79,8 +81,8 @@ class Sink:
             for run in rows.runs_started:
                 con.execute(
                     "INSERT INTO runs (run_id, session_id, task, status, started_at, plan_json,"
-                    " caps_json, resumed_from, pid) VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?)"
-                    " ON CONFLICT DO NOTHING",
+                    " caps_json, resumed_from, pid, forked_from, forked_at_node)"
+                    " VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     [
                         run.run_id,
                         run.session_id,
@@ -90,6 +92,8 @@ class Sink:
                         run.caps_json,
                         run.resumed_from,
                         run.pid if run.pid is not None else os.getpid(),
+                        run.forked_from,
+                        run.forked_at_node,
                     ],
                 )
             self._append("node_executions", insert, list(rows.nodes_new.values()))
@@ -105,10 +109,13 @@ class Sink:
                 finally:
                     con.unregister("arbor_merge_nodes")
             self._append("model_calls", insert, rows.calls)
+            for event in rows.run_control:
+                self._run_control(event)
             for finished in rows.runs_finished:
                 con.execute(
                     "UPDATE runs SET status = ?, stop_reason = ?, answer = ?, input_tokens = ?,"
-                    " output_tokens = ?, cost_usd = ?, finished_at = ? WHERE run_id = ?",
+                    " output_tokens = ?, cost_usd = ?, finished_at = ?,"
+                    " paused_node = CASE WHEN ? = 'paused' THEN paused_node END WHERE run_id = ?",
                     [
                         finished.status,
                         redacted(finished.stop_reason),
@@ -117,6 +124,7 @@ class Sink:
                         finished.output_tokens,
                         finished.cost_usd,
                         finished.finished_at,
+                        finished.status,
                         finished.run_id,
                     ],
                 )
@@ -128,6 +136,31 @@ class Sink:
             with suppress(duckdb.Error):
                 con.execute("ROLLBACK")
             raise
+
+    def _run_control(self, event: RunPaused | RunContinued | RunEdited) -> None:
+        """A pause shows as status 'paused' at once (a reload, or ``run.py runs``, sees it);
+        a continue makes the run 'running' again; an edit updates the run's edits and plan."""
+        if isinstance(event, RunPaused):
+            self.con.execute(
+                "UPDATE runs SET status = 'paused', paused_node = ?, stop_reason = ?"
+                " WHERE run_id = ?",
+                [
+                    event.node_id,
+                    f"paused {event.when} node {event.node_id!r} ({event.reason})",
+                    event.run_id,
+                ],
+            )
+        elif isinstance(event, RunContinued):
+            self.con.execute(
+                "UPDATE runs SET status = 'running', paused_node = NULL, stop_reason = NULL"
+                " WHERE run_id = ?",
+                [event.run_id],
+            )
+        else:
+            self.con.execute(
+                "UPDATE runs SET edits = ?, plan_json = ? WHERE run_id = ?",
+                [event.edits_json, redacted(event.plan_json), event.run_id],
+            )
 
 
 __all__ = ["Sink"]

@@ -15,6 +15,8 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
 from engine.errors import TraceStoreError
 from engine.run.call_cache import CachedCall
 from engine.run.events import BudgetUpdate, Event, NodeProgress
+from storage.traces import annotations as annotation_rows
+from storage.traces.labels import RunLabel, get_labels, set_label
 from storage.traces.liveness import dead_runs, mark_interrupted
 from storage.traces.rows import WriterState, collapse
 from storage.traces.schema import MIGRATIONS
@@ -287,6 +289,7 @@ class TraceStore:
                 "SELECT r.run_id, r.session_id, r.task, r.status, r.stop_reason,"
                 " t.input_tokens, t.output_tokens, t.cost_usd, r.started_at, r.finished_at,"
                 " r.answer, r.resumed_from, r.pid, r.origin, r.kind,"
+                " r.forked_from, r.forked_at_node, r.paused_node,"
                 " coalesce(n.done, 0) AS nodes_done,"
                 " (SELECT min(x.run_id) FROM runs x WHERE x.resumed_from = r.run_id) AS resumed_by,"
                 " coalesce(n.reused, 0) AS nodes_reused, coalesce(n.total, 0) AS nodes_recorded"
@@ -314,7 +317,7 @@ class TraceStore:
         return self._rows(
             "SELECT node_id, title, model, status, input_tokens, output_tokens, cost_usd,"
             " started_at, finished_at, output, error, reused_from, strategy, samples, agreement,"
-            " token_cap, cost_cap_usd, note, suspect FROM node_executions"
+            " token_cap, cost_cap_usd, note, suspect, pinned FROM node_executions"
             " WHERE run_id = ? ORDER BY started_at NULLS LAST, node_id",
             [run_id],
         )
@@ -327,6 +330,74 @@ class TraceStore:
             " FROM model_calls WHERE run_id = ? ORDER BY started_at, sample_index",
             [run_id],
         )
+
+    # -- annotations (``storage.traces.annotations``) ----------------------------------------
+    def add_annotation(
+        self,
+        run_id: str,
+        node_id: str | None = None,
+        *,
+        label: str,
+        call_id: str | None = None,
+        score: float | None = None,
+        note: str | None = None,
+        corrected_output: str | None = None,
+    ) -> dict[str, Any]:
+        """Label a run (``node_id`` None), a node's output or one call good or bad; returns
+        the stored row. Unknown ids, a bad label or a score out of range: ``TraceStoreError``."""
+        self._sync_writers()  # a node finished a moment ago must be there to be annotated
+        with self.connect() as con:
+            return annotation_rows.insert_annotation(
+                con,
+                run_id,
+                node_id,
+                label=label,
+                call_id=call_id,
+                score=score,
+                note=note,
+                corrected_output=corrected_output,
+            )
+
+    def annotations(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's annotations, oldest first."""
+        with self.connect() as con:
+            return annotation_rows.select_annotations(con, run_id)
+
+    def delete_annotation(self, annotation_id: str) -> bool:
+        """Remove one annotation; False when there was none with that id."""
+        with self.connect() as con:
+            row = con.execute(
+                "DELETE FROM annotations WHERE annotation_id = ? RETURNING annotation_id",
+                [annotation_id],
+            ).fetchone()
+        return row is not None
+
+    def label_run(
+        self, run_id: str, *, name: str | None = None, tags: Sequence[str] | None = None
+    ) -> RunLabel:
+        """Name and/or tag a run (``storage.traces.labels``: None keeps that part, "" or []
+        clears it); an unknown run raises ``TraceStoreError``."""
+        self._sync_writers()
+        with self.connect() as con:
+            return set_label(con, run_id, name=name, tags=tags)
+
+    def call_seconds(self, models: Sequence[str]) -> dict[str, tuple[float, int]]:
+        """Median seconds per model call and how many calls that rests on, by model label:
+        successful calls made here (not replayed from the cache, not imported)."""
+        rows = self._rows(
+            "SELECT model, median(latency_s) AS seconds, count(*) AS calls FROM model_calls"
+            " WHERE model IN (SELECT unnest(?::VARCHAR[])) AND status = 'ok'"
+            " AND reused_from IS NULL AND NOT coalesce(imported, false)"
+            " AND latency_s IS NOT NULL GROUP BY model",
+            [list(models)],
+            sync=False,  # an estimate needs no read-your-writes: never wait on a live run
+        )
+        return {row["model"]: (float(row["seconds"]), int(row["calls"])) for row in rows}
+
+    def run_labels(self, run_ids: Sequence[str] | None = None) -> dict[str, RunLabel]:
+        """Names and tags of ``run_ids`` (every labelled run when None), by run id."""
+        with self.connect() as con:
+            return get_labels(con, run_ids)
 
 
 __all__ = ["LOOKUP_CHUNK", "TraceStore"]

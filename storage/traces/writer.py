@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from engine.errors import TraceStoreError
-from engine.run.events import BudgetUpdate, Event, NodeProgress, RunFinished
+from engine.run.events import BudgetUpdate, Event, NodeProgress, RunFinished, RunPaused
+from storage.otlp_hook import export_when_configured
 from storage.traces.rows import WriterState, collapse
 from storage.traces.sharing import register_writer, shared_readers
 from storage.traces.sink import Sink
@@ -107,8 +108,10 @@ class TraceWriter:
             self._enqueued += 1
             self._wake()
             error, self._unreported = self._unreported, None
-        if isinstance(event, RunFinished):
+        if isinstance(event, RunFinished | RunPaused):  # a paused run is seen paused at once
             self.flush()
+            if isinstance(event, RunFinished):  # live OTLP export, when configured
+                export_when_configured(self.store, event.run_id)
         elif error is not None:
             raise error
 

@@ -224,6 +224,7 @@ def test_the_manifest_lists_every_member_with_its_sha256(source):
         "traces/runs.parquet",
         "traces/node_executions.parquet",
         "traces/model_calls.parquet",
+        "traces/annotations.parquet",  # carried since annotations (empty here)
     }
     assert models["format"] == "arbor-models"
     assert [m["name"] for m in models["models"]] == ["bundled"]

@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from storage.workspace import Workspace
 from tests.support.apptest import notices
+from tests.support.planner_jobs import finish_planner_job
 
 MAIN = str(Path(__file__).resolve().parents[3] / "app" / "main.py")
 
@@ -154,7 +155,7 @@ def _wait_for_answer(app: AppTest, after: str | None = None) -> str:
 
 def test_run_shows_answer_and_model_calls_then_session_reopens(app, tmp_path):
     _one_node_plan(app)
-    app.slider(key="cap_node").set_value(48)
+    app.number_input(key="cap_node").set_value(48)
     app.button(key="run_plan").click().run()
     _wait_for_answer(app)
     run_id = app.session_state.run_id
@@ -193,6 +194,7 @@ def test_rate_difficulty_fills_unrated_nodes_and_can_be_undone(app):
     _one_node_plan(app)
     app.button(key="add_child").click().run()
     app.button(key="rate_difficulty").click().run()
+    finish_planner_job(app)  # the planner runs as a background job
     assert not app.exception
     plan = app.session_state.session.plan
     rated = [node for node, _ in plan.iter_nodes() if node.difficulty is not None]
@@ -217,6 +219,7 @@ def test_alternatives_are_shown_side_by_side_and_ticked_subtasks_merge(app, monk
     monkeypatch.setattr(planning, "backend_for", lambda model: scripted)
     _one_node_plan(app, "Plan a picnic for six friends in a city park.")
     app.button(key="sample_alternatives").click().run(timeout=300)
+    finish_planner_job(app)  # the planner runs as a background job
     assert not app.exception
     offer = app.session_state.alternatives
     assert len(offer["results"]) == 2
@@ -242,10 +245,10 @@ def test_alternatives_are_shown_side_by_side_and_ticked_subtasks_merge(app, monk
 @pytest.mark.model
 def test_a_node_strategy_shows_in_the_allocation_and_its_votes_after_the_run(app, tmp_path):
     _one_node_plan(app, "What is 7 + 5? Answer with a number only.")
-    app.slider(key="cap_node").set_value(16)
+    app.number_input(key="cap_node").set_value(16)
     app.checkbox(key="own_strategy_root").check().run()
     app.selectbox(key="node_strategy_root_kind").set_value("self_consistency").run()
-    app.slider(key="node_strategy_root_samples").set_value(3)
+    app.slider(key="node_strategy_root_self_consistency_samples").set_value(3)
     app.checkbox(key="node_strategy_root_early").uncheck()
     app.button(key="apply_compute_root").click().run()
     assert not app.exception

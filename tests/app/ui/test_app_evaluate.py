@@ -149,8 +149,8 @@ def test_evaluation_shows_metrics_and_frontier_then_replays(page, tmp_path):
     )
     assert list(_metrics(page)["replayed"]) == [3, 3]
     assert {row["evaluation_id"] for row in list_evaluations(store)} == {first, second}
-    shown = next(frame.value for frame in page.dataframe if "kind" in frame.value.columns)
-    assert set(shown["evaluation_id"]) == {first, second}
+    shown = next(frame.value for frame in page.dataframe if "Kind" in frame.value.columns)
+    assert set(shown["Evaluation id"]) == {first, second}
 
 
 @pytest.mark.model
@@ -195,3 +195,63 @@ def test_a_cancelled_evaluation_keeps_what_finished(page, tmp_path):
     summary = load_summary(Workspace(tmp_path).traces, page.session_state.eval_job)
     assert summary["status"] == "cancelled"
     assert summary["configurations"][0]["n"] == finished
+
+
+# -- defaults that fit the dataset, and the estimate (issue 19.8) -----------------------------
+def _workbench_session():
+    from engine.plan import Node, Plan
+    from storage.sessions import ArborSession
+
+    steps = [Node(id=f"s{i}", title=f"Step {i}", instruction="Do it.") for i in range(13)]
+    plan = Plan(task="A big workbench plan", root=Node(id="root", title="Root", children=steps))
+    return ArborSession(name="Big plan", task=plan.task, plan=plan)
+
+
+def test_the_page_opens_on_a_dataset_with_its_own_plan_and_checker(tmp_path, monkeypatch):
+    """It opened on the 14-node workbench plan, the arithmetic dataset and a text checker."""
+    monkeypatch.setenv("ARBOR_DATA_DIR", str(tmp_path))
+    at = AppTest.from_file(MAIN, default_timeout=120)
+    at.session_state["session"] = _workbench_session()
+    at.run()
+    at.switch_page("ui/evaluate_page.py").run()
+    assert not at.exception, at.exception
+    assert "The workbench plan" in at.selectbox(key="eval_plan_source").options  # offered
+    assert at.selectbox(key="eval_dataset").value == "arithmetic"
+    assert at.selectbox(key="eval_plan_source").value == "arithmetic"
+    assert at.selectbox(key="eval_checker").value == "numeric"
+    assert any(caption.value.startswith("1 node ·") for caption in at.caption)
+
+    at.selectbox(key="eval_dataset").set_value("capitals").run()
+    assert at.selectbox(key="eval_plan_source").value == "capitals"
+    assert at.selectbox(key="eval_checker").value == "normalised"
+    at.selectbox(key="eval_dataset").set_value("units").run()
+    assert at.selectbox(key="eval_plan_source").value == "units"
+    assert at.selectbox(key="eval_checker").value == "numeric"
+    # Choosing a plan brings its dataset and that dataset's checker.
+    at.selectbox(key="eval_plan_source").set_value("capitals").run()
+    assert at.selectbox(key="eval_dataset").value == "capitals"
+    assert at.selectbox(key="eval_checker").value == "normalised"
+    # The analyst's own choice then stands.
+    at.selectbox(key="eval_checker").set_value("regex").run()
+    at.number_input(key="eval_limit").set_value(2).run()
+    assert at.selectbox(key="eval_checker").value == "regex"
+
+
+def _estimate(at: AppTest) -> str:
+    [text] = [c.value for c in at.caption if c.value.startswith("At most ")]
+    return text
+
+
+def test_an_estimate_of_calls_tokens_and_time_stands_next_to_the_run_button(page):
+    # arithmetic: 12 examples × (single: 1 call + sc5: 5 calls) on the one-node plan.
+    assert _estimate(page).startswith("At most 72 calls, ")
+    assert "12 examples × 2 configurations" in _estimate(page)
+    assert "assumed at 40 output" in _estimate(page)  # nothing recorded in a new store
+    page.number_input(key="eval_limit").set_value(4).run()
+    assert _estimate(page).startswith("At most 24 calls, ")
+    page.multiselect(key="eval_configs").set_value(["sc3"]).run()
+    assert _estimate(page).startswith("At most 12 calls, ")
+    tokens = int(_estimate(page).split(" calls, ")[1].split(" tokens")[0].replace(",", ""))
+    assert tokens >= 12 * 8  # every call may write its 8-token limit, on top of its prompt
+    page.multiselect(key="eval_configs").set_value([]).run()
+    assert not [c for c in page.caption if c.value.startswith("At most ")]

@@ -30,6 +30,7 @@ from engine.run.executor import RunResult, execute_plan
 from storage.sessions import ArborSession
 from storage.sql_console import SavedQueries
 from storage.workspace import Workspace
+from tests.support.apptest import notices
 from tests.support.fake_backend import Behaviour, fake_factory, fake_models, tree
 
 MAIN = str(Path(__file__).resolve().parents[3] / "app" / "main.py")
@@ -129,7 +130,7 @@ def _table(at: AppTest, column: str) -> pd.DataFrame:
 
 
 def _runs(at: AppTest) -> list[str]:
-    return _table(at, "run id")["run id"].tolist()
+    return _table(at, "Run id")["Run id"].tolist()
 
 
 def _charts(at: AppTest) -> list[tuple[dict, list[pd.DataFrame]]]:
@@ -157,10 +158,10 @@ def test_the_session_runs_are_listed_and_filtered_by_status_model_and_date(page,
     assert page.title[0].value == "Inspector"
     assert page.radio(key="inspector_scope").value == "This session"
     assert _runs(page) == [seeded.second.run_id, seeded.first.run_id]
-    table = _table(page, "run id").set_index("run id")
-    assert table.loc[seeded.second.run_id, "status"] == "failed"
-    assert table.loc[seeded.first.run_id, "failed"] == 0
-    assert set(table["source"]) == {"recorded here"}
+    table = _table(page, "Run id").set_index("Run id")
+    assert table.loc[seeded.second.run_id, "Status"] == "failed"
+    assert table.loc[seeded.first.run_id, "Failed"] == 0
+    assert set(table["Source"]) == {"recorded here"}
 
     page.multiselect(key="inspector_status").set_value(["failed"]).run()
     assert _runs(page) == [seeded.second.run_id]
@@ -168,7 +169,7 @@ def test_the_session_runs_are_listed_and_filtered_by_status_model_and_date(page,
 
     page.radio(key="inspector_scope").set_value("All runs").run()
     assert _runs(page)[0] == seeded.other.run_id and len(_runs(page)) == 3
-    source = _table(page, "run id").set_index("run id").loc[seeded.other.run_id, "source"]
+    source = _table(page, "Run id").set_index("Run id").loc[seeded.other.run_id, "Source"]
     assert source == f"imported (read-only): {ORIGIN}"
     assert "fake:x" in page.multiselect(key="inspector_models").options
     page.multiselect(key="inspector_models").set_value(["fake:x"]).run()
@@ -183,7 +184,7 @@ def test_the_session_runs_are_listed_and_filtered_by_status_model_and_date(page,
     page.date_input(key="inspector_dates").set_value((long_ago, long_ago)).run()
     assert not page.exception
     assert any("No run matches these filters" in info.value for info in page.info)
-    assert not any("run id" in frame.value.columns for frame in page.dataframe)
+    assert not any("Run id" in frame.value.columns for frame in page.dataframe)
 
 
 def _select_rows(at: AppTest, rows: list[int]) -> AppTest:
@@ -233,7 +234,7 @@ def test_a_run_still_being_written_is_listed_as_running(tmp_path, monkeypatch):
         writer.flush()
         at = _open(tmp_path, monkeypatch)
         assert _runs(at) == ["live"]
-        assert _table(at, "run id")["status"].tolist() == ["running"]
+        assert _table(at, "Run id")["Status"].tolist() == ["running"]
         assert "Still running" in _texts(at)
         _show(at, "Node detail")
         assert "status **running**" in _texts(at)
@@ -258,19 +259,21 @@ def test_a_suspect_run_shows_a_warning_and_its_node_the_reason(tmp_path, monkeyp
         )  # fmt: skip
         write(RunFinished("echo", "suspect", summary, "Say hi", 2, 2, at_time))
     at = _open(tmp_path, monkeypatch)
-    table = _table(at, "run id")
-    assert table["status"].tolist() == ["suspect"] and table["suspect"].tolist() == [1]
+    table = _table(at, "Run id")
+    assert table["Status"].tolist() == ["suspect"] and table["Suspect"].tolist() == [1]
+    assert table["Stop reason"].tolist() == [summary]
     assert any(summary in w.value for w in at.warning)
     _show(at, "Node detail")
     assert any(f"Suspect output: {reason}" in w.value for w in at.warning)
     _show(at, "Cost per node")
-    assert _table(at, "call_latency_s")["suspect"].tolist() == [reason]
+    assert _table(at, "Call latency (s)")["Suspect"].tolist() == [reason]
 
 
 # -- one run -------------------------------------------------------------------------------------
 def test_the_timeline_has_a_lane_per_node_with_its_span_and_its_calls(page, seeded):
     _show(page, "Timeline", seeded.first.run_id)
-    [(spec, (spans, _))] = _charts(page)
+    # The first chart is the timeline (a flame graph may follow it).
+    spec, (spans, _) = _charts(page)[0]
     outline, bars = spec["layer"]
     assert outline["transform"] == [{"filter": "datum.span_kind === 'node'"}]
     assert bars["transform"] == [{"filter": "datum.span_kind === 'call'"}]
@@ -287,31 +290,38 @@ def test_the_timeline_has_a_lane_per_node_with_its_span_and_its_calls(page, seed
     assert {"model", "output_tokens", "cost_usd", "duration_s", "status"} <= tooltip
 
     page.radio(key="timeline_colour").set_value("status").run()
-    [(spec, _)] = _charts(page)
+    spec, _ = _charts(page)[0]
     assert spec["layer"][1]["encoding"]["color"]["field"] == "status"
 
 
 def test_cost_per_node_lists_every_node_most_expensive_first(page, seeded):
     _show(page, "Cost per node", seeded.first.run_id)
-    table = _table(page, "node_id")
-    assert sorted(table["node_id"]) == ["a", "b", "c", "root"]
-    assert table["tokens"].sum() == seeded.first.input_tokens + seeded.first.output_tokens
-    assert table["tokens"].tolist() == sorted(table["tokens"], reverse=True)  # all cost $0
-    assert table.set_index("node_id").loc["b", "calls"] == 3
+    table = _table(page, "Node")
+    assert list(table.columns[:5]) == ["Node", "Title", "Status", "Tokens", "Cost ($)"]
+    assert sorted(table["Node"]) == ["a", "b", "c", "root"]
+    assert table["Tokens"].sum() == seeded.first.input_tokens + seeded.first.output_tokens
+    assert table["Tokens"].tolist() == sorted(table["Tokens"], reverse=True)  # all cost $0
+    assert table.set_index("Node").loc["b", "Calls"] == 3
+    # The fake models cost nothing: the bars open on tokens, not on $0 everywhere.
+    assert page.radio(key="cost_measure").value == "tokens"
     [(spec, (bars,))] = _charts(page)
-    assert spec["encoding"]["x"]["field"] == "cost_usd" and len(bars) == 4
-    page.radio(key="cost_measure").set_value("tokens").run()
-    assert _charts(page)[0][0]["encoding"]["x"]["field"] == "tokens"
+    assert spec["encoding"]["x"]["field"] == "tokens" and len(bars) == 4
+    # The node id leads each bar label; the whole title is in the tooltip.
+    assert set(bars["label"]) == {f"{n} · step {n}" for n in "abc"} | {"root · step root"}
+    assert {"node_id", "title"} <= {t["field"] for t in spec["encoding"]["tooltip"]}
+    page.radio(key="cost_measure").set_value("cost_usd").run()
+    assert _charts(page)[0][0]["encoding"]["x"]["field"] == "cost_usd"
     [(spec, (bars,))] = _charts(page)
     assert spec["encoding"]["y"]["sort"] == {"field": "rank", "op": "min"}
-    assert bars.sort_values("rank")["node_id"].tolist() == table["node_id"].tolist()
+    assert bars.sort_values("rank")["node_id"].tolist() == table["Node"].tolist()
 
 
 def test_node_detail_shows_every_sample_its_prompt_and_the_votes(page, seeded):
     _show(page, "Node detail", seeded.first.run_id)
     page.selectbox(key="inspect_node").set_value("b").run()
-    calls = _table(page, "sample_index")
-    assert sorted(calls["sample_index"]) == [0, 1, 2] and set(calls["role"]) == {"sample"}
+    calls = _table(page, "Sample index")
+    assert list(calls.columns[:3]) == ["Role", "Sample index", "Status"]
+    assert sorted(calls["Sample index"]) == [0, 1, 2] and set(calls["Role"]) == {"sample"}
     votes = _table(page, "vote")
     assert votes["samples"].tolist() == [3] and votes["chosen"].tolist() == [True]
     text = _texts(page)
@@ -351,7 +361,8 @@ def test_compare_shows_the_plan_diff_totals_and_the_diff_of_a_changed_output(pag
     assert {"b · step b", "c · step c"} <= set(differing) and "a · step a" not in differing
     page.selectbox(key="compare_node").set_value("b").run()
     [diff] = [code.value for code in page.code if code.language == "diff"]
-    assert "-B1" in diff and "+B2" in diff and "+more" in diff
+    # One diff line per output line: "B1" has no line end, yet "-B1" and "+B2" stay apart.
+    assert {"-B1", "+B2", "+more"} <= set(diff.splitlines())
 
     # The imported run (another session) has another plan.
     page.radio(key="inspector_scope").set_value("All runs").run()
@@ -363,8 +374,22 @@ def test_compare_shows_the_plan_diff_totals_and_the_diff_of_a_changed_output(pag
 
 def test_trends_draw_tokens_cost_duration_and_failures_per_run(page, seeded):
     _show(page, "Trends")
-    [(spec, (points,))] = _charts(page)
-    assert spec["facet"]["field"] == "measure"
+    [element] = page.get("vega_lite_chart")
+    spec = json.loads(element.proto.spec)
+    data = {
+        d.name: pa.ipc.open_stream(d.data.data).read_all().to_pandas()
+        for d in element.proto.datasets
+    }
+    panels = [panel for row in spec["vconcat"] for panel in row["hconcat"]]
+    assert [panel["title"] for panel in panels] == [
+        "tokens",
+        "cost ($)",
+        "duration (s)",
+        "failed nodes",
+    ]
+    formats = [panel["layer"][0]["encoding"]["y"]["axis"]["format"] for panel in panels]
+    assert formats[0] == ",d" and formats[3] == "d"  # counts are whole numbers
+    points = pd.concat([data[panel["data"]["name"]] for panel in panels])
     assert set(points["field"]) == {"tokens", "cost_usd", "duration_s", "nodes_failed"}
     failures = points[points["field"] == "nodes_failed"]
     assert failures["run_id"].tolist() == [seeded.first.run_id, seeded.second.run_id]
@@ -451,7 +476,69 @@ def test_a_real_run_shows_its_rendered_prompt_and_output(workspace, monkeypatch)
     assert any("Name one fruit." in text.value for text in prompt.text)
     assert call["output"] and any(code.value == call["output"] for code in at.code)
     _show(at, "Timeline")
-    [(_, (spans, _))] = _charts(at)
+    (_, (spans, _)), _flame = _charts(at)  # the timeline, then the run's flame graph
     calls = spans[spans["span_kind"] == "call"]
     assert sorted(calls["node_id"]) == ["fruit", "root"]
     assert set(calls["model"]) == {call["model"]} and call["model"]
+
+
+# -- names, tags and the table's cells (issue 19.7, 19.5) ----------------------------------------
+def test_the_runs_table_leads_with_key_facts_in_local_time_and_shows_no_none(page, seeded):
+    table = _table(page, "Run id")
+    assert list(table.columns[:8]) == [
+        "Name",
+        "Status",
+        "Started",
+        "Duration (s)",
+        "Calls",
+        "Tokens",
+        "Cost ($)",
+        "Nodes",
+    ]
+    first = table.set_index("Run id").loc[seeded.first.run_id]
+    recorded = Workspace(seeded.root).traces.run(seeded.first.run_id)
+    # The server's local time, seconds precision, no "+00:00".
+    assert first["Started"] == recorded["started_at"].astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    assert first["Calls"] == 6 and first["Nodes"] == 4
+    assert first["Tokens"] == seeded.first.input_tokens + seeded.first.output_tokens
+    text_cells = table.select_dtypes(include="object").to_numpy().ravel().tolist()
+    assert all(isinstance(cell, str) for cell in text_cells)
+    assert not any(cell in ("None", "nan") or "+00:00" in cell for cell in text_cells)
+    assert first["Name"] == "" and first["Stop reason"] == ""
+
+
+def test_a_run_is_named_and_tagged_in_the_inspector_and_filtered_by_tag(tmp_path, monkeypatch):
+    ws = Workspace(tmp_path)
+    kept = _run(ws, OTHER_SPEC, session_id="s", outputs={"x": "X"})
+    other = _run(ws, OTHER_SPEC, session_id="s", outputs={"x": "Y"})
+    at = _open(tmp_path, monkeypatch)
+    at.radio(key="inspector_scope").set_value("All runs").run()
+    at.selectbox(key="inspect_run").set_value(kept.run_id).run()
+    assert at.multiselect(key="inspector_tags").options == []
+    at.text_input(key=f"run_name_{kept.run_id}").input("Baseline run")
+    at.text_input(key=f"run_tags_{kept.run_id}").input("Baseline, prompt v2, baseline")
+    at.button(key="save_run_label").click().run()
+    assert not at.exception, at.exception
+    assert any("Saved: Baseline run" in notice for notice in notices(at))
+    # Stored cleaned: lower-case, spaces as "-", sorted, no duplicates.
+    label = Workspace(tmp_path).traces.run_labels([kept.run_id])[kept.run_id]
+    assert label.name == "Baseline run" and label.tags == ("baseline", "prompt-v2")
+    assert at.text_input(key=f"run_tags_{kept.run_id}").value == "baseline, prompt-v2"
+    table = _table(at, "Run id").set_index("Run id")
+    assert table.loc[kept.run_id, "Name"] == "Baseline run"
+    assert table.loc[kept.run_id, "Tags"] == "baseline, prompt-v2"
+    assert table.loc[other.run_id, "Tags"] == ""
+
+    assert at.multiselect(key="inspector_tags").options == ["baseline", "prompt-v2"]
+    at.multiselect(key="inspector_tags").set_value(["baseline"]).run()
+    assert _runs(at) == [kept.run_id]
+    at.multiselect(key="inspector_tags").set_value([]).run()
+    assert sorted(_runs(at)) == sorted([kept.run_id, other.run_id])
+
+    # A tag too long is refused with a one-line error, and nothing is stored.
+    at.selectbox(key="inspect_run").set_value(other.run_id).run()
+    at.text_input(key=f"run_tags_{other.run_id}").input("x" * 41)
+    at.button(key="save_run_label").click().run()
+    assert not at.exception
+    assert any("A tag has at most 40 characters" in error.value for error in at.error)
+    assert other.run_id not in Workspace(tmp_path).traces.run_labels()

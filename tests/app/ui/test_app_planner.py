@@ -16,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 from app.services import planning
 from storage.traces.planner_runs import planner_calls
 from storage.workspace import Workspace
+from tests.support.planner_jobs import finish_planner_job
 from tests.support.planner_results import EXAMPLES, REPORTED, TASK, VAGUE, fake_decompose
 
 MAIN = str(Path(__file__).resolve().parents[3] / "app" / "main.py")
@@ -34,6 +35,7 @@ def app(tmp_path, monkeypatch):
 def _decompose(at: AppTest, task: str) -> AppTest:
     at.text_area(key="task_input").input(task)
     at.button(key="decompose").click().run()
+    finish_planner_job(at)  # the planner runs as a background job
     assert not at.exception
     return at
 

@@ -13,6 +13,9 @@ import pandas as pd
 import pytest
 
 from app.ui.inspector_charts import (
+    LABEL_CHARS,
+    TREND_MEASURES,
+    default_cost_measure,
     node_cost_chart,
     timeline_chart,
     timeline_frame,
@@ -60,9 +63,9 @@ SPANS = pd.DataFrame(
 def test_nodes_sharing_a_title_get_their_own_lanes_and_running_spans_reach_the_latest_time():
     frame = timeline_frame(SPANS)
     assert frame["lane_label"].drop_duplicates().tolist() == [
-        "Combine · s1",
-        "Combine · s2",
-        "Slow · s3",
+        "s1 · Combine",
+        "s2 · Combine",
+        "s3 · Slow",
     ]
     running = frame[frame["node_id"] == "s3"].iloc[0]
     assert running["end_s"] == 2.0 and running["duration_s"] == 1.5
@@ -136,4 +139,70 @@ def test_trends_become_one_panel_per_measure():
     assert long[long["field"] == "nodes_failed"]["value"].tolist() == [0.0, 1.0]
     assert long["started"].iloc[0] == "2026-01-01 00:00:00"
     spec = trends_chart(trends).to_dict()
-    assert spec["facet"]["field"] == "measure" and spec["resolve"]["scale"]["y"] == "independent"
+    panels = [panel for row in spec["vconcat"] for panel in row["hconcat"]]
+    assert [panel["title"] for panel in panels] == list(TREND_MEASURES.values())
+
+
+def _axis_and_scale(spec: dict, title: str) -> tuple[dict, dict]:
+    panels = [panel for row in spec["vconcat"] for panel in row["hconcat"]]
+    [panel] = [p for p in panels if p["title"] == title]
+    y = panel["layer"][0]["encoding"]["y"]
+    return y["axis"], y.get("scale", {})
+
+
+def test_trend_axes_count_in_whole_numbers_and_never_draw_a_degenerate_zero_axis():
+    """Issue 19.7: the failed-nodes axis read "0.000000" when no run failed."""
+    trends = pd.DataFrame(
+        {
+            "run_number": [1, 2, 3],
+            "run_id": ["r1", "r2", "r3"],
+            "started_at": [datetime(2026, 1, d, tzinfo=UTC) for d in (1, 2, 3)],
+            "status": ["completed"] * 3,
+            "tokens": [1200, 900, 1500],
+            "cost_usd": [0.0, 0.0, 0.0],
+            "duration_s": [1.25, 2.5, 0.75],
+            "nodes_failed": [0, 0, 0],
+        }
+    )
+    spec = trends_chart(trends).to_dict()
+    axis, scale = _axis_and_scale(spec, "failed nodes")
+    assert axis["format"] == "d" and axis["tickMinStep"] == 1
+    assert scale["domain"] == [0, 1.0]  # all zeros still span 0..1, in whole steps
+    axis, scale = _axis_and_scale(spec, "tokens")
+    assert axis["format"] == ",d" and scale["domain"] == [0, 1500.0]
+    axis, scale = _axis_and_scale(spec, "cost ($)")
+    assert axis["format"].startswith("$") and scale["domain"] == [0, 1]
+    axis, _ = _axis_and_scale(spec, "duration (s)")
+    assert axis["format"] == ".2~f"
+
+
+def test_the_cost_view_defaults_to_tokens_when_a_run_cost_nothing():
+    free = pd.DataFrame({"node_id": ["a"], "tokens": [10], "cost_usd": [0.0]})
+    assert default_cost_measure(free) == "tokens"
+    assert default_cost_measure(free.assign(cost_usd=[None])) == "tokens"
+    assert default_cost_measure(free.assign(cost_usd=[0.002])) == "cost_usd"
+    assert default_cost_measure(free.iloc[0:0]) == "tokens"
+
+
+def test_bar_labels_lead_with_the_node_id_so_long_twin_titles_stay_apart():
+    """Issue 19.7: "Why we use this product? (2)" and "(3)" lost their tell-tale ends."""
+    title = "Why we use this product, explained at length for the reader"
+    costs = pd.DataFrame(
+        {
+            "node_id": ["s2", "s3"],
+            "title": [f"{title} (2)", f"{title} (3)"],
+            "model": ["m", "m"],
+            "status": ["done", "done"],
+            "calls": [1, 1],
+            "tokens": [10, 20],
+            "cost_usd": [0.0, 0.0],
+            "latency_s": [0.1, 0.2],
+        }
+    )
+    chart = node_cost_chart(costs, "tokens")
+    labels = chart.data.set_index("node_id")["label"]
+    assert labels["s3"].startswith("s3 · Why we use") and labels["s3"].endswith("…")
+    assert labels["s2"] != labels["s3"] and len(labels["s3"]) <= LABEL_CHARS + 5
+    assert chart.data.set_index("node_id").loc["s3", "title"] == f"{title} (3)"
+    tooltip = [t["field"] for t in chart.to_dict()["encoding"]["tooltip"]]
+    assert tooltip[:2] == ["node_id", "title"]

@@ -100,13 +100,15 @@ def random_plans(draw: st.DrawFn) -> tuple[Plan, RunCaps]:
 # -- uniform ---------------------------------------------------------------------------------
 def test_uniform_gives_every_node_an_equal_share_within_the_total() -> None:
     plan = flat_plan([1, 5, None, 3])
-    allocation = allocate(plan, RunCaps(total_tokens=1003))
+    # A total large enough that the root's equal share covers its synthesis (reading four
+    # 256-token outputs); below that the root's need is held back first (tested below).
+    allocation = allocate(plan, RunCaps(total_tokens=100_003))
 
     planned = [item.planned_tokens for item in allocation.nodes.values()]
     weights = {item.weight for item in allocation.nodes.values()}
     assert len(planned) == 5
-    assert planned == [200] * 5  # 1003 // 5, floored
-    assert sum(planned) <= 1003
+    assert planned == [20_000] * 5  # 100_003 // 5, floored
+    assert sum(planned) <= 100_003
     assert weights == {256.0}
     assert {item.source for item in allocation.nodes.values()} == {"uniform"}
     assert all(item.strategy == plan.default_strategy for item in allocation.nodes.values())
@@ -235,7 +237,8 @@ def test_fast_deliberate_sends_hard_nodes_to_deliberation_and_easy_ones_to_one_f
     plan = flat_plan([4, 3, 5], policy, difficulty=1)
     plan.default_strategy = StrategyConfig(kind="self_refine")
 
-    allocation = allocate(plan, RunCaps(total_tokens=10_000))
+    # (20,000 tokens: the fast root's share covers its synthesis, so nothing is held back.)
+    allocation = allocate(plan, RunCaps(total_tokens=20_000))
 
     for hard in ("a0", "a2"):
         assert allocation.nodes[hard].model == STRONG
@@ -295,11 +298,12 @@ def test_manual_strategy_model_and_caps_win_over_the_policy_and_say_so(kind: str
 
 def test_a_manual_cap_is_a_ceiling_not_a_reservation() -> None:
     plan = flat_plan([3, 3, 3])
-    plan.root.children[0].budget = NodeBudget(tokens=5000)
+    plan.root.children[0].budget = NodeBudget(tokens=50_000)
 
-    allocation = allocate(plan, RunCaps(total_tokens=2000))
+    # (20,000 tokens: the root's equal share covers its synthesis, so nothing is held back.)
+    allocation = allocate(plan, RunCaps(total_tokens=20_000))
 
-    assert [item.planned_tokens for item in allocation.nodes.values()] == [500] * 4
+    assert [item.planned_tokens for item in allocation.nodes.values()] == [5000] * 4
 
 
 def test_without_a_money_cap_no_dollars_are_planned() -> None:
@@ -330,10 +334,13 @@ def test_an_invalid_plan_is_refused_with_a_plan_error() -> None:
 # -- dynamic caps ----------------------------------------------------------------------------
 def test_unspent_tokens_flow_to_the_nodes_still_to_run() -> None:
     allocation = allocate(flat_plan([3, 3, 3]), RunCaps(total_tokens=4000))
+    held = allocation.root_reserve_tokens  # the root's synthesis, held back until it starts
+    assert 0 < held <= 2000
 
-    assert allocation.node_token_cap("a0", 4000, ["a1", "a2", "root"]) == 1000
-    # a0 used only 99 of its 1000: the other three now share 3901 (a third each, floored)
-    assert allocation.node_token_cap("a1", 3901, ["a2", "root"]) == 1300
+    # The leaves share what is not held for the root.
+    assert allocation.node_token_cap("a0", 4000, ["a1", "a2", "root"]) == (4000 - held) // 3
+    # a0 used only 99: the two other leaves now share 3901 less the root's part (half each)
+    assert allocation.node_token_cap("a1", 3901, ["a2", "root"]) == (3901 - held) // 2
     assert allocation.node_token_cap("root", 250, []) == 250
 
 
@@ -341,10 +348,11 @@ def test_dynamic_caps_respect_manual_caps_and_reshare_their_excess() -> None:
     plan = flat_plan([3, 3])
     plan.root.children[1].budget = NodeBudget(tokens=100, cost_usd=0.5)
     allocation = allocate(plan, RunCaps(total_tokens=3000))
+    held = allocation.root_reserve_tokens
 
     assert allocation.node_token_cap("a1", 3000, ["a0", "root"]) == 100
-    # a1, still pending, can take only 100, so a0 may have half of the other 2900
-    assert allocation.node_token_cap("a0", 3000, ["a1", "root"]) == 1450
+    # a1, still pending, can take only 100, so a0 may have the rest of what the root leaves
+    assert allocation.node_token_cap("a0", 3000, ["a1", "root"]) == 3000 - held - 100
     assert allocation.node_cost_cap("a1", 9.0, ["root"]) == 0.5
     assert allocation.node_cost_cap("a0", 9.0, ["a1", "root"]) == pytest.approx(4.25)
 
