@@ -57,8 +57,14 @@ def _create_v1(cur: sqlite3.Cursor) -> None:
 
 
 def _add_v2_run_control(cur: sqlite3.Cursor) -> None:
-    """A session's pins, breakpoints and step mode (``app.ui.run_control``), as JSON."""
-    cur.execute("ALTER TABLE sessions ADD COLUMN run_control_json VARCHAR")
+    """A session's pins, breakpoints and step mode (``app.ui.run_control``), as JSON.
+
+    A file whose sessions table was made from the current model before migrations were
+    recorded (SQLModel's ``create_all``) has the column already.
+    """
+    columns = {row[1] for row in cur.execute("PRAGMA table_info(sessions)").fetchall()}
+    if "run_control_json" not in columns:
+        cur.execute("ALTER TABLE sessions ADD COLUMN run_control_json VARCHAR")
 
 
 #: Ordered, named migrations; a file records which it has applied. Append, never edit.

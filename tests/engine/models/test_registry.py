@@ -575,8 +575,9 @@ def test_models_page_adds_a_local_file_lists_it_and_tests_it(models_page, tmp_pa
 
     at.button(key="test_model_gemma-file").click().run()
     assert not at.exception
-    steps = [md.value for md in at.markdown if md.value.startswith(("✅", "❌"))]
-    assert len(steps) == 4 and all(step.startswith("✅") for step in steps), steps
+    ok, failed = ":material/check_circle:", ":material/cancel:"
+    steps = [md.value for md in at.markdown if md.value.startswith((ok, failed))]
+    assert len(steps) == 4 and all(step.startswith(ok) for step in steps), steps
     assert any("all 4 checks passed" in s.value for s in at.success)
 
     at.button(key="remove_model_gemma-file").click().run()
