@@ -26,6 +26,7 @@ import streamlit as st
 from app.services import choices
 from app.ui import flame_graph, inspector_charts, inspector_tables, state
 from app.ui.annotations import annotation_panel
+from app.ui.widgets import choice_box
 from engine.errors import ArborError
 from storage.sql_console import SavedQueries, run_read_only
 from storage.trace_queries import RunFilter, TraceQueries
@@ -404,8 +405,9 @@ def _node_view(run_id: str) -> None:
     labels = {
         row.node_id: f"{row.node_id} · {row.title} · {row.status}" for row in costs.itertuples()
     }
-    _keep_valid("inspect_node", list(labels))
-    node_id = st.selectbox("Node", list(labels), format_func=labels.__getitem__, key="inspect_node")
+    # Labels carry each node's status, which differs between runs: a choice_box keeps the
+    # choice when they change (a plain selectbox got the old label back and lost the click).
+    node_id = choice_box("Node", list(labels), format_func=labels.__getitem__, key="inspect_node")
     detail = queries.node_detail(run_id, node_id)
     node = detail.node
     strategy = node.get("strategy") if _present(node.get("strategy")) else "single call"

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import streamlit as st
 
 from app.ui import compute_panel, layout, planner_jobs, run_control, state
-from app.ui.graph import chart_size, picked_node, plan_chart
+from app.ui.graph import picked_node, plan_chart
 from app.ui.widgets import choice_box, model_picker
 from engine.errors import ArborError
 from engine.models.model_kind import KindVerdict, kind_of
@@ -124,9 +124,6 @@ def graph_key(selected: str | None) -> str:
     return f"{GRAPH_KEY}_{selected}"
 
 
-#: Below this natural width the graph stretches to its box; above it, it keeps its size and
-#: the box scrolls, so labels never squeeze into each other.
-STRETCH_UP_TO_PX = 800
 GRAPH_VIEWS = {"beside": "Graph beside the editor", "wide": "Graph full width"}
 SIZE_BY_LABELS = {
     "none": "Same size",
@@ -189,14 +186,11 @@ def graph(
         marks=marks,
         size_by=size_by or "none",
     )
-    natural_width, _ = chart_size(plan)
+    # Drawn at its natural size (a column per layer, a row per leaf); a wider or taller graph
+    # scrolls inside its box. Stretched to the box, Streamlit fits legends and plot into the
+    # chart's height, which squeezed a small plan's rows into a few pixels.
     with st.container(key=layout.GRAPH_BOX_KEY):
-        st.altair_chart(
-            chart,
-            on_select="rerun",
-            key=graph_key(selected),
-            width="stretch" if natural_width <= STRETCH_UP_TO_PX else "content",
-        )
+        st.altair_chart(chart, on_select="rerun", key=graph_key(selected), width="content")
     st.caption(
         "Click a node to edit it. Grey lines: subtask of. Dashed blue arcs: uses the output of. "
         "Hover a node for its full title."

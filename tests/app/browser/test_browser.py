@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.browser import _click
+from tests.support.browser import _click, _settled
 
 pytestmark = pytest.mark.browser
 
@@ -33,14 +33,14 @@ def test_task_is_decomposed_run_traced_and_saved_in_a_real_browser(browser, ui_s
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "browser-plan.png"), full_page=True)
 
-    # Lower the per-node output cap from 256 to 64 tokens with the keyboard, as a user could.
-    node_cap = page.get_by_role("slider").nth(1)
-    node_cap.focus()
-    for _ in range(12):
-        node_cap.press("ArrowLeft")
-    page.get_by_text("64", exact=True).wait_for()
+    # Lower the per-call output limit from 256 to 64 tokens by typing, as a user would.
+    node_cap = page.get_by_role("spinbutton", name="Output limit per call (tokens)")
+    node_cap.fill("64")
+    node_cap.press("Enter")
+    _settled(page)
+    assert node_cap.input_value() == "64"
 
-    _click(page, "Run plan")  # after the slider's rerun has settled
+    _click(page, "Run plan")  # after the input's rerun has settled
     page.get_by_role("heading", name="Answer").wait_for(timeout=300_000)
     page.get_by_role("heading", name="Model calls").wait_for()
     calls_table = page.locator('[data-testid="stDataFrame"]').last

@@ -21,7 +21,7 @@ from engine.plan import GenerationConfig, Node, Plan
 from engine.run.budget import RunCaps
 from storage.sessions import ArborSession
 from storage.trace_queries import TraceQueries
-from tests.support.browser import ARTIFACTS, _click, _settled
+from tests.support.browser import ARTIFACTS, _choose, _click, _settled
 from tests.support.servers import serve_ui
 
 pytestmark = [pytest.mark.browser, pytest.mark.model]
@@ -154,9 +154,7 @@ def test_inspect_compare_export_and_import_into_a_fresh_data_dir(
             notice = page.locator('[data-testid="stAlertContentInfo"]')
             expect(notice.filter(has_text="imported (read-only)")).to_be_visible()
         _view(page, "Node detail")
-        node_box = page.get_by_role("combobox", name="Node", exact=True)
-        node_box.click()
-        page.get_by_role("option", name=re.compile("Colours")).first.click()
+        _choose(page, "Node", "colours")
         _settled(page)
         expect(page.get_by_text(outputs["colours"].strip()).first).to_be_visible()
         page.close()

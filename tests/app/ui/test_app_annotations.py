@@ -18,6 +18,7 @@ from engine.run.executor import RunResult, execute_plan
 from engine.tune.datasets import load_dataset
 from storage.sessions import ArborSession
 from storage.workspace import Workspace
+from tests.support.apptest import choice
 from tests.support.fake_backend import Behaviour, fake_factory, fake_models, tree
 
 MAIN = str(Path(__file__).resolve().parents[3] / "app" / "main.py")
@@ -66,7 +67,7 @@ def test_annotating_a_node_bad_stores_it_lists_it_and_adds_it_to_a_dataset(
 ) -> None:
     root, session, result = seeded
     at = _open(root, session, result.run_id, "Node detail", monkeypatch)
-    at.selectbox(key="inspect_node").set_value("a").run()
+    choice(at, "inspect_node").set_value("a").run()
     at.button(key="annot_save_a").click().run()
     assert any("Choose good or bad" in m for m in _messages(at))
     assert Workspace(root).traces.annotations(result.run_id) == []
@@ -99,7 +100,7 @@ def test_annotating_a_node_bad_stores_it_lists_it_and_adds_it_to_a_dataset(
 def test_a_model_call_of_a_sampling_node_can_be_annotated(seeded, monkeypatch) -> None:
     root, session, result = seeded
     at = _open(root, session, result.run_id, "Node detail", monkeypatch)
-    at.selectbox(key="inspect_node").set_value("b").run()
+    choice(at, "inspect_node").set_value("b").run()
     targets = at.selectbox(key="annot_target_b").options
     assert len(targets) == 4, targets  # the node's output and its three sample calls
     at.selectbox(key="annot_target_b").set_value(targets[2])

@@ -30,7 +30,7 @@ from engine.run.executor import RunResult, execute_plan
 from storage.sessions import ArborSession
 from storage.sql_console import SavedQueries
 from storage.workspace import Workspace
-from tests.support.apptest import notices
+from tests.support.apptest import choice, notices
 from tests.support.fake_backend import Behaviour, fake_factory, fake_models, tree
 
 MAIN = str(Path(__file__).resolve().parents[3] / "app" / "main.py")
@@ -318,7 +318,7 @@ def test_cost_per_node_lists_every_node_most_expensive_first(page, seeded):
 
 def test_node_detail_shows_every_sample_its_prompt_and_the_votes(page, seeded):
     _show(page, "Node detail", seeded.first.run_id)
-    page.selectbox(key="inspect_node").set_value("b").run()
+    choice(page, "inspect_node").set_value("b").run()
     calls = _table(page, "Sample index")
     assert list(calls.columns[:3]) == ["Role", "Sample index", "Status"]
     assert sorted(calls["Sample index"]) == [0, 1, 2] and set(calls["Role"]) == {"sample"}
@@ -339,7 +339,7 @@ def test_node_detail_shows_every_sample_its_prompt_and_the_votes(page, seeded):
 
 def test_a_failed_node_shows_its_error(page, seeded):
     _show(page, "Node detail", seeded.second.run_id)
-    page.selectbox(key="inspect_node").set_value("c").run()
+    choice(page, "inspect_node").set_value("c").run()
     assert any("endpoint said no" in error.value for error in page.error)
     assert "status **failed**" in _texts(page)
 
@@ -471,7 +471,7 @@ def test_a_real_run_shows_its_rendered_prompt_and_output(workspace, monkeypatch)
     [call] = [c for c in workspace.traces.model_calls(result.run_id) if c["node_id"] == "fruit"]
     at = _open(workspace.root, monkeypatch)
     _show(at, "Node detail", result.run_id)
-    at.selectbox(key="inspect_node").set_value("fruit").run()
+    choice(at, "inspect_node").set_value("fruit").run()
     prompt = next(e for e in at.expander if e.label.startswith("Prompt ("))
     assert any("Name one fruit." in text.value for text in prompt.text)
     assert call["output"] and any(code.value == call["output"] for code in at.code)

@@ -14,6 +14,7 @@ from engine.plan import Node, Plan
 from engine.prompts import DEFAULT_ROOT_INSTRUCTION
 from engine.run.budget import RunCaps
 from storage.workspace import Workspace
+from tests.support.apptest import choice
 
 pytestmark = pytest.mark.model
 
@@ -126,7 +127,7 @@ def test_a_call_in_the_inspector_opens_in_the_playground(recorded, monkeypatch):
     at.switch_page("ui/inspector_page.py").run()
     at.selectbox(key="inspect_run").set_value(run_id)
     at.segmented_control(key="inspector_view").set_value("Node detail").run()
-    at.selectbox(key="inspect_node").set_value("s1").run()
+    choice(at, "inspect_node").set_value("s1").run()
     assert not at.exception, at.exception
     at.button(key=f"pg_open_{call['call_id']}").click().run()
     assert not at.exception, at.exception
