@@ -157,6 +157,8 @@ def plan_frames(
 NODE_AREA = 360
 NODE_AREA_RANGE = (120, 900)
 SIZE_FIELDS = {"tokens": "tokens", "cost": "cost", "seconds": "seconds"}
+#: Height kept for the legends above the plot (edge kinds, two rows of statuses, node size).
+LEGEND_PX = 120
 
 
 def chart_size(plan: Plan) -> tuple[int, int]:
@@ -164,7 +166,9 @@ def chart_size(plan: Plan) -> tuple[int, int]:
     positions = tree_layout(plan)
     layers = max(x for x, _ in positions.values()) + 1
     rows = max(y for _, y in positions.values()) + 1
-    return max(420, int(layers * COLUMN_PX)), max(160, int(rows * ROW_PX))
+    # Streamlit fits the legends (drawn on top) into the chart's height, so they get room of
+    # their own: without it a small plan's rows were squeezed into a few pixels.
+    return max(420, int(layers * COLUMN_PX)), max(160, int(rows * ROW_PX)) + LEGEND_PX
 
 
 def plan_chart(
