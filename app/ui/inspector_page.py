@@ -534,6 +534,7 @@ def _compare_view(run_id: str, runs: pd.DataFrame, labels: dict[str, str]) -> No
     st.dataframe(
         comparison.totals,
         key="compare_totals",
+        placeholder="",  # an empty cell, not "None"
         hide_index=True,
         width="stretch",
         column_config={"change": st.column_config.NumberColumn(format="percent")},
@@ -542,9 +543,14 @@ def _compare_view(run_id: str, runs: pd.DataFrame, labels: dict[str, str]) -> No
         st.caption(note)
     nodes = comparison.nodes
     st.markdown("**Per node**")
+    _annotated_line(nodes)
+    # the labels next to the node, not past the right edge where the grid draws nothing yet
+    leading = [c for c in ("node_id", "title", "annotations_a", "annotations_b") if c in nodes]
+    nodes = nodes[[*leading, *(c for c in nodes.columns if c not in leading)]]
     st.dataframe(
         nodes.drop(columns=["output_a", "output_b"]),
         key="compare_nodes",
+        placeholder="",  # an empty cell, not "None"
         hide_index=True,
         width="stretch",
         column_config={
@@ -572,6 +578,20 @@ def _compare_view(run_id: str, runs: pd.DataFrame, labels: dict[str, str]) -> No
         st.code(text, language="diff")
     else:
         st.caption("One run has no output for this node and the other an empty one.")
+
+
+def _annotated_line(nodes: pd.DataFrame) -> None:
+    """One line naming the nodes labelled in either run, with each run's badge."""
+    if nodes.empty or "annotations_a" not in nodes:
+        return
+    labelled = nodes[(nodes["annotations_a"] != "") | (nodes["annotations_b"] != "")]
+    if labelled.empty:
+        return
+    parts = [
+        f"`{row.node_id}` A {row.annotations_a or '–'} · B {row.annotations_b or '–'}"
+        for row in labelled.itertuples()
+    ]
+    st.markdown("Annotated: " + "; ".join(parts))
 
 
 def _export_view(run_id: str) -> None:

@@ -181,15 +181,22 @@ class NodeRunner:
         """Recorded calls of single-call nodes, by node id (no cache or none found: empty)."""
         if self.cache is None or not prepared:
             return {}
-        keys = {p.cache_key: p.node.id for p in prepared if p.cache_key}
-        if not keys:
+        # Several nodes can render the same prompt (siblings with one instruction): each of
+        # them reuses the recorded call, not only the last one listed under the key.
+        nodes_by_key: dict[str, list[str]] = {}
+        for p in prepared:
+            if p.cache_key:
+                nodes_by_key.setdefault(p.cache_key, []).append(p.node.id)
+        if not nodes_by_key:
             return {}
         try:
-            found = self.cache.lookup(list(keys))
+            found = self.cache.lookup(list(nodes_by_key))
         except Exception as exc:  # a cache that cannot answer means calling the model
             self.warn(f"call cache unavailable, nothing reused: {user_message(exc)}")
             return {}
-        return {keys[key]: call for key, call in found.items() if key in keys}
+        return {
+            node_id: call for key, call in found.items() for node_id in nodes_by_key.get(key, ())
+        }
 
     # -- worker side -----------------------------------------------------------------------
     def run(self, prepared: Prepared) -> Outcome:

@@ -4,7 +4,8 @@ on a one-node plan runs to the end and adds the children.
 
 The screenshot of a running planner job goes to tests/artifacts, and to the README's
 assets/screenshots/planner-progress.png when ARBOR_UPDATE_SCREENSHOTS=1.
-Needs Debian's chromium; skips without it except under CI=true (see test_browser.py).
+Needs Debian's chromium; skips without it except under CI=true (the browser fixture in
+tests/conftest.py).
 """
 
 from __future__ import annotations

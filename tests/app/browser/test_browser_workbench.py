@@ -90,6 +90,19 @@ def test_each_edit_applies_on_the_first_click_and_keeps_the_selection(browser, u
     _apply_title(page, "Announce the swap")
     _expect(page, "apply after add edge", lambda p: _children(p)[2]["title"] == "Announce the swap")
 
+    # The edge back would close a cycle: refused in one line next to the graph, plan unchanged.
+    _choose(page, "Node", f"{first}:")
+    _click(page, "Add dependency…")
+    _choose(page, f"{first} uses the output of", f"{duplicate}:")
+    _click(page, "Add edge")
+    refusal = page.get_by_text(re.compile("dependency cycle"))
+    refusal.wait_for()
+    assert first in refusal.inner_text() and duplicate in refusal.inner_text()
+    _settled(page)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browser-plan-cycle-refused.png"), full_page=True)
+    _expect(page, "no edge back", lambda p: _children(p)[0]["depends_on"] == [])
+
     # A click on the graph selects; a click on a node picked before (then left) selects again.
     _click_graph_node(page, first)
     page.get_by_role("textbox", name="Title", exact=True).wait_for()

@@ -30,7 +30,7 @@ from engine.planner.decompose import MAX_SUBTASKS, decompose
 from engine.planner.scoring import off_topic_steps
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "assets" / "examples" / "tasks.json"
-ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "decompose_examples.json"
+ARTIFACT = Path(__file__).resolve().parents[2] / "artifacts" / "decompose_examples.json"
 #: Decomposed in every run: the shortest (creative), a technical one, a non-English one. The
 #: base planner samples its candidates in one batched call, a few seconds per task.
 CI_SUBSET = ("haiku", "sql-revenue", "umzug-de")

@@ -185,9 +185,13 @@ def test_bundled_model_expands_a_node_of_a_plan(bundled_path):
     assert all(c.usage.output_tokens > 0 for c in result.calls)
 
 
-@pytest.mark.server
-def test_replan_through_the_remote_server(llama_server):
+# The remote (JSON-schema) planner is tested through the loopback server by
+# test_decompose_through_the_remote_llama_server_uses_the_schema: re-planning goes through the
+# same call, so here the bundled model re-plans (one batched call of its candidates).
+@pytest.mark.model
+def test_bundled_model_replans_a_subtree(bundled_path):
     plan = trip_plan()
-    model = ModelRef(kind="remote", base_url=llama_server, model="gemma")
-    result = replan_subtree(plan, "s2", model, seed=11)
+    plan.node("s2").model = None  # the re-planning model is the plan's default: the bundled one
+    result = replan_subtree(plan, "s2", seed=11)
     _check_split(result, plan, "s2", replaced=True)
+    assert all(c.usage.output_tokens > 0 for c in result.calls)

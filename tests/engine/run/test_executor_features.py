@@ -200,6 +200,23 @@ def test_failed_and_truncated_calls_are_not_reused():
     assert result.reused == ["b"]
 
 
+def test_nodes_with_the_same_prompt_all_reuse_the_recorded_call():
+    # Two siblings with one title, instruction and model render one prompt: one cache key.
+    same = {"title": "Name a fruit", "instruction": "Name a fruit."}
+    spec = {"id": "root", "children": [{"id": "a", **same}, {"id": "b", **same}, {"id": "c"}]}
+    plan = fake_models(tree(spec))
+    plan.node("b").model = plan.node("a").model
+    cache = MemoryCache()
+    factory, recorder = fake_factory()
+    first = execute_plan(plan, backend_factory=factory, listeners=[cache], cache=cache)
+    assert first.status == "completed" and sorted(recorder.calls) == ["a", "a", "c", "root"]
+    factory2, recorder2 = fake_factory()
+    second = execute_plan(plan, backend_factory=factory2, cache=cache)
+    assert recorder2.calls == [], "a node sharing its prompt with another was called again"
+    assert sorted(second.reused) == ["a", "b", "c", "root"]
+    assert second.nodes["a"].output == second.nodes["b"].output
+
+
 def test_a_cache_that_fails_means_calling_the_model_with_a_warning():
     class BrokenCache:
         def lookup(self, keys):
