@@ -416,15 +416,19 @@ def parse_prompt(prompt: str | None) -> list[dict[str, str]]:
 def output_diff(
     before: str | None, after: str | None, *, names: tuple[str, str] = ("a", "b")
 ) -> str:
-    """A unified line diff of two node outputs ("" when they are equal)."""
-    return "".join(
-        difflib.unified_diff(
-            (before or "").splitlines(keepends=True),
-            (after or "").splitlines(keepends=True),
-            fromfile=names[0],
-            tofile=names[1],
-        )
+    """A unified diff of two node outputs, one diff line per text line ("" when equal).
+
+    ``difflib`` keeps each line's own line end, so a last line without one ran into the next
+    diff line ("-old+new" on one line); lines are split without their ends and joined here.
+    """
+    lines = difflib.unified_diff(
+        (before or "").splitlines(),
+        (after or "").splitlines(),
+        fromfile=names[0],
+        tofile=names[1],
+        lineterm="",
     )
+    return "\n".join(lines)
 
 
 def _tokens(run: dict[str, Any]) -> int:

@@ -29,7 +29,7 @@ from app.ui.annotations import annotation_panel
 from app.ui.widgets import choice_box
 from engine.errors import ArborError
 from storage.sql_console import SavedQueries, run_read_only
-from storage.trace_queries import RunFilter, TraceQueries
+from storage.trace_queries import RunFilter, TraceQueries, output_diff
 from storage.traces.labels import RunLabel
 
 RUN_STATUSES = [
@@ -573,7 +573,7 @@ def _compare_view(run_id: str, runs: pd.DataFrame, labels: dict[str, str]) -> No
     )
     row = differing.set_index("node_id").loc[node_id]
     outputs = [row[side] if _present(row[side]) else None for side in ("output_a", "output_b")]
-    text = inspector_tables.line_diff(*outputs, names=(f"A {baseline}", f"B {run_id}"))
+    text = output_diff(*outputs, names=(f"A {baseline}", f"B {run_id}"))
     if text:
         st.code(text, language="diff")
     else:

@@ -10,7 +10,6 @@ analyst's), long text (task, error) last where it may wrap.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -95,22 +94,6 @@ def with_tags(
     wanted = set(tags)
     keep = [run_id in labels and wanted <= set(labels[run_id].tags) for run_id in runs["run_id"]]
     return runs[keep]
-
-
-def line_diff(before: str | None, after: str | None, *, names: tuple[str, str] = ("a", "b")) -> str:
-    """A unified diff of two outputs, one diff line per text line ("" when they are equal).
-
-    ``difflib`` keeps each line's own line end, so a last line without one ran into the next
-    diff line ("-old+new" on one line); lines are split without their ends and joined here.
-    """
-    lines = difflib.unified_diff(
-        (before or "").splitlines(),
-        (after or "").splitlines(),
-        fromfile=names[0],
-        tofile=names[1],
-        lineterm="",
-    )
-    return "\n".join(lines)
 
 
 #: The per-node cost table's human column names, in order.

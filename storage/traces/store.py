@@ -29,7 +29,13 @@ LOOKUP_CHUNK = 500
 
 
 def _is_lock_conflict(exc: BaseException) -> bool:
-    return isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()
+    """Whether opening may succeed in a moment: another process holds the file's lock, or
+    (in this process) a connection on another thread is closing the database's last handle
+    while this one opens it, which DuckDB answers "Unique file handle conflict"."""
+    text = str(exc).lower()
+    if isinstance(exc, duckdb.IOException):
+        return "lock" in text
+    return isinstance(exc, duckdb.Error) and "unique file handle conflict" in text
 
 
 def _newer(row: tuple[Any, ...], other: tuple[Any, ...]) -> bool:

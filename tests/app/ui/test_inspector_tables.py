@@ -9,10 +9,10 @@ import pandas as pd
 from app.ui.inspector_tables import (
     RUN_COLUMNS,
     human_columns,
-    line_diff,
     runs_frame,
     with_tags,
 )
+from storage.trace_queries import output_diff
 from storage.traces.labels import RunLabel
 
 STARTED = datetime(2026, 12, 5, 23, 30, 5, 123456, tzinfo=UTC)
@@ -65,15 +65,15 @@ def test_with_tags_keeps_runs_having_every_chosen_tag():
     assert with_tags(runs, {}, ["a"]).empty
 
 
-def test_line_diff_keeps_one_line_per_line_when_the_last_line_has_no_end():
+def test_output_diff_keeps_one_line_per_line_when_the_last_line_has_no_end():
     """Issue 19.7: "-old+new" came out fused on one line."""
-    diff = line_diff("same\nold", "same\nnew\nmore", names=("A", "B"))
+    diff = output_diff("same\nold", "same\nnew\nmore", names=("A", "B"))
     lines = diff.splitlines()
     assert lines[:2] == ["--- A", "+++ B"]
     assert "-old" in lines and "+new" in lines and "+more" in lines
     assert all(not (line.startswith("-") and "+" in line[1:]) for line in lines[2:])
-    assert line_diff("same", "same") == ""
-    assert line_diff(None, "x").splitlines()[-1] == "+x"
+    assert output_diff("same", "same") == ""
+    assert output_diff(None, "x").splitlines()[-1] == "+x"
 
 
 def test_human_columns_rename_order_and_blank_missing_text():
