@@ -1,5 +1,6 @@
 """Run control on the command line: ``run --pin/--break-before/--break-after/--step``,
-``resume --set-output/--set-instruction`` and ``fork RUN_ID --from NODE``.
+``resume --set-output/--set-instruction`` and ``fork RUN_ID --from NODE`` (which also takes
+``--set-model`` and ``--set-strategy``).
 
 Without a terminal a breakpoint ends the run with status ``paused`` and exit status 3
 (``EXIT_PAUSED``); ``run.py resume RUN_ID`` continues it. With a terminal the run asks at each
@@ -53,6 +54,18 @@ def register(commands: Subparsers) -> None:
     frk.add_argument("run_id", metavar="RUN_ID")
     frk.add_argument("--from", dest="from_node", required=True, metavar="NODE")
     add_edit_options(frk)
+    frk.add_argument(
+        "--set-model",
+        action="append",
+        metavar="NODE=MODEL",
+        help="run NODE on this model: a registry name, 'bundled' or a GGUF file (repeatable)",
+    )
+    frk.add_argument(
+        "--set-strategy",
+        action="append",
+        metavar="NODE=SPEC",
+        help="run NODE with this strategy: single, boN, scN or refineK, e.g. sc5 (repeatable)",
+    )
     frk.add_argument("--json", action="store_true", help="print the result as one JSON object")
     frk.set_defaults(handler=fork_run)
 
@@ -120,16 +133,22 @@ def paused_exit(result) -> int | None:
 
 def fork_run(args: argparse.Namespace) -> int:
     from app.cli.runs import print_progress, report_run
-    from app.services.run_control import fork, parse_assignments
+    from app.services.run_control import fork, node_changes, parse_assignments
     from storage.workspace import Workspace
 
     workspace = Workspace()
+    changes = node_changes(
+        workspace,
+        set_model=parse_assignments(args.set_model, "--set-model"),
+        set_strategy=parse_assignments(args.set_strategy, "--set-strategy"),
+    )
     report = fork(
         workspace,
         args.run_id,
         args.from_node,
         set_output=parse_assignments(args.set_output, "--set-output"),
         set_instruction=parse_assignments(args.set_instruction, "--set-instruction"),
+        changes=changes,
         controller=_controller(),
         listeners=[print_progress],
     )

@@ -69,6 +69,40 @@ def parse_assignments(items: Iterable[str] | None, flag: str) -> dict[str, str]:
     return dict(parse_assignment(item, flag) for item in items or ())
 
 
+def node_changes(
+    workspace: Workspace,
+    set_model: Mapping[str, str] | None = None,
+    set_strategy: Mapping[str, str] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """``fork``'s ``changes`` from ``NODE=NAME`` models (a registry entry, ``bundled`` or a GGUF
+    file, as the playground takes them) and ``NODE=SPEC`` strategies (``single``, ``bo4``,
+    ``sc5``, ``refine2``); a bad name or spec raises ``PlanError`` in one line."""
+    from pydantic import ValidationError
+
+    from app.services.playground import resolve_model
+    from engine.errors import ArborError
+    from engine.plan.compute_config import strategy_from_spec
+
+    changes: dict[str, dict[str, Any]] = {}
+    for node_id, name in (set_model or {}).items():
+        try:
+            changes.setdefault(node_id, {})["model"] = resolve_model(workspace, name)
+        except ArborError as exc:
+            detail = str(exc).split(": ", 1)[-1]
+            raise PlanError(f"--set-model {node_id}={name}: {detail}") from exc
+    for node_id, spec in (set_strategy or {}).items():
+        try:
+            strategy = strategy_from_spec(spec)
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(str(part) for part in problem["loc"])
+            raise PlanError(f"--set-strategy {node_id}={spec}: {where} {problem['msg']}") from exc
+        except ValueError as exc:
+            raise PlanError(f"--set-strategy {node_id}={spec}: {exc}") from exc
+        changes.setdefault(node_id, {})["strategy"] = strategy
+    return changes
+
+
 def check_nodes(plan: Plan, node_ids: Iterable[str], what: str) -> None:
     """``PlanError`` naming the first id that is not a node of ``plan``."""
     known = plan.nodes()

@@ -3,7 +3,8 @@
 ``node_controls`` (under the node editor) toggles "Pause before" / "Pause after" for the
 selected node and pins its output (prefilled with its last output); ``panel`` (under the Run
 buttons) has "Step mode", the "Debug run" button (a run with the session's pins and
-breakpoints), the paused run and, on a finished run, "Fork from <node>".
+breakpoints), the paused run and, on a finished run, "Fork from <node>" (with the node's
+instruction, a pinned output, its model or its strategy changed).
 
 Pins and breakpoints live in the session (``ArborSession.pins`` / ``break_before`` /
 ``break_after`` / ``step_mode``), so they are saved with it. A run paused in this process waits
@@ -21,8 +22,10 @@ import streamlit as st
 
 from app.services import run_control as control
 from app.services.jobs import JobManager, RunJob
+from app.ui.widgets import model_picker
 from engine.errors import ArborError, user_message
 from engine.plan import Plan
+from engine.plan.compute_config import strategy_from_spec
 from engine.run.budget import RunCaps
 from engine.run.control import Decision, Pause
 from storage.sessions import ArborSession
@@ -31,6 +34,8 @@ from storage.workspace import Workspace
 
 #: ``st.session_state`` keys the Inspector reads to open a run compared against another.
 INSPECT_KEY, COMPARE_KEY, VIEW_KEY = "inspect_run", "compare_run", "inspector_view"
+#: The strategies a fork offers for its node (``strategy_from_spec`` names).
+FORK_STRATEGIES = ["single", "bo4", "sc3", "sc5", "refine2"]
 PAUSED_ACTIONS = {
     "paused_continue": ("Continue", "continue"),
     "paused_step": ("Step", "step"),
@@ -339,6 +344,20 @@ def fork_view(
         output = st.text_area(
             "Output (pins it; leave empty to run the node)", "", key=f"fork_output_{selected}"
         )
+        node = plan.nodes()[selected]
+        model_col, strategy_col = st.columns(2)
+        with model_col:
+            model = model_picker(node.model, key=f"fork_model_{selected}", allow_inherit=True)
+        current = node.strategy or plan.default_strategy  # None: the plan's default
+        keep = f"as it was ({current.kind.replace('_', ' ')})"
+        strategy = strategy_col.selectbox(
+            "Strategy", [keep, *FORK_STRATEGIES], key=f"fork_strategy_{selected}"
+        )
+        changes: dict[str, Any] = {}
+        if model != node.model:
+            changes["model"] = model
+        if strategy != keep:
+            changes["strategy"] = strategy_from_spec(strategy)
         if st.button(f"Fork from {selected}", key="fork_run", disabled=running):
             try:
                 job = start_fork(
@@ -349,6 +368,7 @@ def fork_view(
                     plan,
                     instruction=instruction,
                     output=output,
+                    changes=changes,
                 )
             except ArborError as exc:
                 st.error(user_message(exc))
@@ -367,8 +387,11 @@ def start_fork(
     *,
     instruction: str | None = None,
     output: str | None = None,
+    changes: dict[str, Any] | None = None,
 ) -> RunJob:
-    """Fork in the background; ``fork_summary`` reads what it did from the store."""
+    """Fork in the background; ``fork_summary`` reads what it did from the store.
+
+    ``changes``: the node's plan fields to change for the fork (``model``, ``strategy``)."""
     record = ws.traces.run(source_run_id)
     stored = Plan.from_json(record["plan_json"]) if record and record.get("plan_json") else plan
     old = stored.nodes()[node_id].instruction if node_id in stored.nodes() else None
@@ -382,6 +405,7 @@ def start_fork(
             node_id,
             set_output=set_output,
             set_instruction=set_instruction,
+            changes={node_id: changes} if changes else None,
             listeners=[job.on_event],
             cancel=job.cancel,
             run_id=job.run_id,

@@ -1,5 +1,6 @@
 """The workbench as a daily tool, in a real browser: every editing action applies on the first
-click right after another one, and the page holds at 800 and 1440 px (issue 19)."""
+click right after another one (and an edge that would close a cycle is refused), and the page
+holds at 800 and 1440 px (issue 19)."""
 
 from __future__ import annotations
 

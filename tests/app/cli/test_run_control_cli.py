@@ -176,6 +176,42 @@ def test_a_fork_from_a_leaf_calls_no_node_upstream_or_beside_it(tmp_path, bundle
     }
 
 
+@pytest.mark.model
+def test_a_fork_changes_a_nodes_model_and_strategy_and_reuses_the_rest(tmp_path, bundled_path):
+    data = tmp_path / "data"
+    proc = _cli(data, "run", _plan_file(tmp_path), *CAPS)
+    assert proc.returncode == 0, proc.stderr
+    source = _run_id(proc.stdout)
+    change = ("--set-strategy", "describe=sc3", "--set-model", f"describe={bundled_path}")
+    proc = _cli(data, "fork", source, "--from", "describe", *change)
+    assert proc.returncode == 0, proc.stderr
+    forked = _run_id(proc.stdout)
+    workspace = Workspace(data)
+    calls = _calls(workspace, forked)
+    assert set(calls) == {"describe", "root"}  # pick is upstream of describe: reused
+    assert len(calls["describe"]) >= 3  # self-consistency: at least its three samples
+    assert {c["model"] for c in calls["describe"]} == {bundled_path.name}
+    nodes = {r["node_id"]: r for r in workspace.traces.node_executions(forked)}
+    assert nodes["pick"]["reused_from"] == source
+    assert nodes["describe"]["strategy"].startswith("self-consistency")
+    edits = json.loads(workspace.traces.run(forked)["edits"])
+    assert {(e["node_id"], e["field"]) for e in edits} == {
+        ("describe", "model"),
+        ("describe", "strategy"),
+    }
+    # a node that is not in the plan, a model that is nowhere, a strategy out of range
+    for bad, message in (
+        (("--set-strategy", "ghost=sc3"), "no node 'ghost'"),
+        (("--set-model", "describe=no-such-model"), "neither a model in the registry"),
+        (("--set-strategy", "describe=sc0"), "--set-strategy describe=sc0"),
+        (("--set-strategy", "describe=fast"), "unknown strategy"),
+    ):
+        proc = _cli(data, "fork", source, "--from", "describe", *bad)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+        assert lines[0].startswith("error: ") and message in lines[0], lines
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

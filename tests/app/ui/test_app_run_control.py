@@ -104,3 +104,34 @@ def test_a_run_paused_in_the_store_is_shown_paused_with_continue(app, tmp_path):
     app.run()  # as after a page reload: nothing in memory knows the run
     assert any("is paused" in w.value for w in app.warning)
     assert any(b.key == "paused_continue" for b in app.button)
+
+
+@pytest.mark.model
+def test_a_fork_from_the_page_runs_the_node_with_a_changed_strategy(app, tmp_path):
+    from app.ui import state
+
+    session = app.session_state.session
+    root, child = session.plan.root.id, session.plan.root.children[0].id
+    session.caps.max_tokens_per_node = 24
+    app.button(key="run_plan").click().run()
+    source = app.session_state.run_id
+    _wait(app, lambda: (job := state.jobs().get(source)) is not None and job.done)
+    app.run()
+    app.session_state.selected_node = child
+    app.run()
+    assert not app.exception, app.exception
+    app.selectbox(key=f"fork_strategy_{child}").set_value("sc3").run()
+    app.button(key="fork_run").click().run()
+    forked = app.session_state.run_id
+    assert forked != source
+    _wait(app, lambda: (job := state.jobs().get(forked)) is not None and job.done)
+    app.run()
+    traces = Workspace(tmp_path).traces
+    record = traces.run(forked)
+    assert record["forked_from"] == source and record["forked_at_node"] == child
+    nodes = {row["node_id"]: row for row in traces.node_executions(forked)}
+    assert nodes[child]["strategy"].startswith("self-consistency")
+    samples = [c for c in traces.model_calls(forked) if c["node_id"] == child]
+    assert len(samples) >= 3
+    assert nodes[root]["reused_from"] is None  # downstream of the changed node: ran again
+    assert any(s.value.startswith(f"Forked `{source}`") for s in app.success), app.success
