@@ -76,6 +76,22 @@ class PlannerRunData:
     title: str | None = None
 
 
+#: The columns each row below fills, in order.
+RUN_COLUMNS = (
+    "run_id", "session_id", "task", "status", "stop_reason", "answer", "input_tokens",
+    "output_tokens", "started_at", "finished_at", "plan_json", "cost_usd", "kind",
+)  # fmt: skip
+NODE_COLUMNS = (
+    "run_id", "node_id", "title", "model", "status", "output", "error", "input_tokens",
+    "output_tokens", "started_at", "finished_at", "cost_usd", "strategy", "samples", "note",
+)  # fmt: skip
+CALL_COLUMNS = (
+    "call_id", "run_id", "node_id", "model", "prompt", "output", "input_tokens", "output_tokens",
+    "latency_s", "status", "error", "started_at", "finished_at", "sample_index", "seed",
+    "cost_usd", "finish_reason", "role", "score", "selected", "detail",
+)  # fmt: skip
+
+
 def new_planner_run_id(kind: str) -> str:
     return f"{kind}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
 
@@ -142,72 +158,25 @@ def record_planner_run(
             ]
         )
     node_status = "done" if data.status == "completed" else "failed"
-    try:
-        with store.connect() as con:
-            con.execute("BEGIN")
-            try:
-                con.execute(
-                    "INSERT INTO runs (run_id, session_id, task, status, stop_reason, answer,"
-                    " input_tokens, output_tokens, started_at, finished_at, plan_json, cost_usd,"
-                    " kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        run_id,
-                        session_id,
-                        task,
-                        data.status,
-                        redacted(data.stop_reason),
-                        data.answer,
-                        input_tokens,
-                        output_tokens,
-                        started_at,
-                        finished_at,
-                        redacted(data.plan_json),
-                        cost,
-                        kind,
-                    ],
-                )
-                con.execute(
-                    "INSERT INTO node_executions (run_id, node_id, title, model, status, output,"
-                    " error, input_tokens, output_tokens, started_at, finished_at, cost_usd,"
-                    " strategy, samples, note)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        run_id,
-                        node_id,
-                        data.title or kind,
-                        redacted(model_label),
-                        node_status,
-                        data.answer,
-                        redacted(data.stop_reason) if node_status == "failed" else None,
-                        input_tokens,
-                        output_tokens,
-                        started_at,
-                        finished_at,
-                        cost,
-                        f"planner: {kind}",
-                        sum(1 for c in data.calls if c.role == "candidate") or None,
-                        notes,
-                    ],
-                )
-                if call_rows:
-                    con.executemany(
-                        "INSERT INTO model_calls (call_id, run_id, node_id, model, prompt, output,"
-                        " input_tokens, output_tokens, latency_s, status, error, started_at,"
-                        " finished_at, sample_index, seed, cost_usd, finish_reason, role, score,"
-                        " selected, detail)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        call_rows,
-                    )
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-    except TraceStoreError:
-        raise
-    except Exception as exc:  # duckdb's own errors: name the store
-        raise TraceStoreError(
-            f"Could not record the {kind} in the trace store {store.path}: {exc}"
-        ) from exc
+    run_row = [
+        run_id, session_id, task, data.status, redacted(data.stop_reason), data.answer,
+        input_tokens, output_tokens, started_at, finished_at, redacted(data.plan_json), cost,
+        kind,
+    ]  # fmt: skip
+    node_row = [
+        run_id, node_id, data.title or kind, redacted(model_label), node_status, data.answer,
+        redacted(data.stop_reason) if node_status == "failed" else None, input_tokens,
+        output_tokens, started_at, finished_at, cost, f"planner: {kind}",
+        sum(1 for c in data.calls if c.role == "candidate") or None, notes,
+    ]  # fmt: skip
+    store.insert_whole(
+        kind,
+        [
+            ("runs", RUN_COLUMNS, [run_row]),
+            ("node_executions", NODE_COLUMNS, [node_row]),
+            ("model_calls", CALL_COLUMNS, call_rows),
+        ],
+    )
     export_when_configured(store, run_id)  # live OTLP export, when configured
     return run_id
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.errors import TraceStoreError
 from storage.traces.rows import redacted
 from storage.traces.store import TraceStore
 
@@ -69,6 +68,23 @@ class PlaygroundVariantRow:
     settings: dict[str, Any]
     suspect: str | None = None
     calls: Sequence[PlaygroundCallRow] = field(default_factory=tuple)
+
+
+#: The columns each row below fills, in order.
+RUN_COLUMNS = (
+    "run_id", "session_id", "task", "status", "stop_reason", "answer", "input_tokens",
+    "output_tokens", "started_at", "finished_at", "plan_json", "cost_usd", "kind",
+)  # fmt: skip
+NODE_COLUMNS = (
+    "run_id", "node_id", "title", "model", "status", "output", "error", "input_tokens",
+    "output_tokens", "started_at", "finished_at", "cost_usd", "strategy", "samples", "note",
+    "suspect",
+)  # fmt: skip
+CALL_COLUMNS = (
+    "call_id", "run_id", "node_id", "model", "prompt", "output", "input_tokens", "output_tokens",
+    "latency_s", "status", "error", "started_at", "finished_at", "sample_index", "seed",
+    "cache_key", "cost_usd", "finish_reason", "role", "score", "vote", "selected", "detail",
+)  # fmt: skip
 
 
 def variant_node_id(node_id: str, index: int) -> str:
@@ -173,58 +189,19 @@ def record_playground_run(
                     json.dumps(detail, default=str),
                 ]
             )
-    try:
-        with store.connect() as con:
-            con.execute("BEGIN")
-            try:
-                con.execute(
-                    "INSERT INTO runs (run_id, session_id, task, status, stop_reason, answer,"
-                    " input_tokens, output_tokens, started_at, finished_at, plan_json, cost_usd,"
-                    " kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        run_id,
-                        session_id,
-                        task,
-                        status,
-                        redacted(stop_reason),
-                        "\n\n".join(answers) or None,
-                        input_tokens,
-                        output_tokens,
-                        started_at,
-                        finished_at,
-                        redacted(plan_json),
-                        cost,
-                        PLAYGROUND_KIND,
-                    ],
-                )
-                if node_rows:
-                    con.executemany(
-                        "INSERT INTO node_executions (run_id, node_id, title, model, status,"
-                        " output, error, input_tokens, output_tokens, started_at, finished_at,"
-                        " cost_usd, strategy, samples, note, suspect)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        node_rows,
-                    )
-                if call_rows:
-                    con.executemany(
-                        "INSERT INTO model_calls (call_id, run_id, node_id, model, prompt, output,"
-                        " input_tokens, output_tokens, latency_s, status, error, started_at,"
-                        " finished_at, sample_index, seed, cache_key, cost_usd, finish_reason,"
-                        " role, score, vote, selected, detail)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-                        " ?, ?)",
-                        call_rows,
-                    )
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-    except TraceStoreError:
-        raise
-    except Exception as exc:  # duckdb's own errors: name the store
-        raise TraceStoreError(
-            f"Could not record the playground run in the trace store {store.path}: {exc}"
-        ) from exc
+    run_row = [
+        run_id, session_id, task, status, redacted(stop_reason), "\n\n".join(answers) or None,
+        input_tokens, output_tokens, started_at, finished_at, redacted(plan_json), cost,
+        PLAYGROUND_KIND,
+    ]  # fmt: skip
+    store.insert_whole(
+        "playground run",
+        [
+            ("runs", RUN_COLUMNS, [run_row]),
+            ("node_executions", NODE_COLUMNS, node_rows),
+            ("model_calls", CALL_COLUMNS, call_rows),
+        ],
+    )
     return run_id
 
 

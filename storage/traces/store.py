@@ -120,6 +120,34 @@ class TraceStore:
                     raise
             self._migrated = True
 
+    def insert_whole(
+        self, what: str, rows: Sequence[tuple[str, Sequence[str], Sequence[Sequence[Any]]]]
+    ) -> None:
+        """Insert a run recorded whole (a planner action, playground variants) in one
+        transaction: ``rows`` are ``(table, columns, values per row)``, in order; a failure
+        leaves nothing and raises ``TraceStoreError`` naming ``what`` and the store."""
+        try:
+            with self.connect() as con:
+                con.execute("BEGIN")
+                try:
+                    for table, columns, values in rows:
+                        if values:
+                            marks = ", ".join("?" for _ in columns)
+                            con.executemany(
+                                f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})",
+                                values,
+                            )
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+        except TraceStoreError:
+            raise
+        except Exception as exc:  # duckdb's own errors: name the store
+            raise TraceStoreError(
+                f"Could not record the {what} in the trace store {self.path}: {exc}"
+            ) from exc
+
     def schema_version(self) -> int:
         with self.connect() as con:
             row = con.execute("SELECT max(version) FROM schema_migrations").fetchone()
