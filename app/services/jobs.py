@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from app.services.background import BackgroundJobs
 from app.services.tuning import SearchRequest, SearchRun, new_search_id, run_evaluation
-from engine.errors import user_message
 from engine.plan import Plan
 from engine.run.budget import RunCaps
 from engine.run.events import (
@@ -231,13 +231,11 @@ class EvalJob:
             }
 
 
-class EvalJobManager:
+class EvalJobManager(BackgroundJobs[EvalJob]):
     """Runs evaluations and searches in the background, ``workers`` at once."""
 
     def __init__(self, workers: int = 2):
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="arbor-eval-job")
-        self._jobs: dict[str, EvalJob] = {}
-        self._lock = threading.Lock()
+        super().__init__(workers, "arbor-eval-job")
 
     def start_evaluation(
         self,
@@ -304,26 +302,3 @@ class EvalJobManager:
             return result
 
         return self._submit(job, work)
-
-    def _submit(self, job: EvalJob, work: Callable[[], object]) -> EvalJob:
-        with self._lock:
-            self._jobs[job.job_id] = job
-
-        def run() -> None:
-            try:
-                work()
-            except Exception as exc:  # shown on the page; the store keeps the finished runs
-                with job.lock:
-                    job.error = user_message(exc)
-            finally:
-                with job.lock:
-                    job.finished = True
-
-        self._pool.submit(run)
-        return job
-
-    def get(self, job_id: str | None) -> EvalJob | None:
-        if job_id is None:
-            return None
-        with self._lock:
-            return self._jobs.get(job_id)

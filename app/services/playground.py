@@ -18,12 +18,12 @@ import re
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from app.services.background import BackgroundJobs
 from engine.errors import ArborError, PlanError, TraceStoreError, user_message
 from engine.models import registry_backend_factory
 from engine.models.base import ChatMessage
@@ -492,14 +492,12 @@ class PlaygroundJob:
             }
 
 
-class PlaygroundJobs:
+class PlaygroundJobs(BackgroundJobs[PlaygroundJob]):
     """Runs playground variants in the background, one playground at a time (one worker: the
     machine runs one model call at a time anyway)."""
 
     def __init__(self, workers: int = 1):
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="arbor-playground")
-        self._jobs: dict[str, PlaygroundJob] = {}
-        self._lock = threading.Lock()
+        super().__init__(workers, "arbor-playground")
 
     def start(
         self,
@@ -511,32 +509,16 @@ class PlaygroundJobs:
     ) -> PlaygroundJob:
         variants = list(variants)
         job = PlaygroundJob(job_id=uuid.uuid4().hex, count=len(variants))
-        with self._lock:
-            self._jobs[job.job_id] = job
 
         def work() -> None:
-            try:
-                outcome = run_variants(
-                    ws, source, variants, on_text=job.on_text, on_result=job.on_result,
-                    cancel=job.cancel, session_id=session_id,
-                )  # fmt: skip
-                with job.lock:
-                    job.run_id, job.record_problem = outcome.run_id, outcome.record_problem
-            except Exception as exc:  # shown on the page
-                with job.lock:
-                    job.error = user_message(exc)
-            finally:
-                with job.lock:
-                    job.finished = True
+            outcome = run_variants(
+                ws, source, variants, on_text=job.on_text, on_result=job.on_result,
+                cancel=job.cancel, session_id=session_id,
+            )  # fmt: skip
+            with job.lock:
+                job.run_id, job.record_problem = outcome.run_id, outcome.record_problem
 
-        self._pool.submit(work)
-        return job
-
-    def get(self, job_id: str | None) -> PlaygroundJob | None:
-        if job_id is None:
-            return None
-        with self._lock:
-            return self._jobs.get(job_id)
+        return self._submit(job, work)
 
 
 __all__ = [
