@@ -31,18 +31,18 @@ EDIT = "Answer in one short sentence:"
 FIX = "Bring sandwiches, lemonade and a big blanket for six."
 
 
-def _finished_run(data_dir, run_id: str, timeout_s: float = 300) -> dict:
-    """The run's row once it has finished (the UI's writer lets go of the store after it)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+def _finished_run(data_dir, run_id: str, tries: int = 300) -> dict:
+    """The run's row once it has finished (the UI's writer lets go of the store after it);
+    polled once a second, ``tries`` times at most."""
+    for _ in range(tries):
         try:
             record = Workspace(data_dir).traces.run(run_id)
         except Exception:  # the UI process holds the file for a moment: try again
             record = None
         if record and record["status"] not in ("running", "paused"):
             return record
-        assert time.monotonic() < deadline, f"run {run_id} did not finish"
         time.sleep(1.0)
+    pytest.fail(f"run {run_id} did not finish")
 
 
 def _shot(page, name: str) -> None:
