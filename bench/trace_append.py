@@ -11,15 +11,22 @@ so memory stays flat whatever ``--rows`` is.
   ``Workspace.run_plan`` emits them: RunStarted; per node NodeStarted, its ModelCallFinished
   events and NodeFinished; RunFinished. Every 10th node is a self-consistency node with 3
   samples (so the store also derives sample spans), the others make one call. A row is a run,
-  node or call row written to the store: each is one span of the ``spans`` view. Per-run costs
-  (open the file, insert the run, commit, update the run, release and close the file on
-  ``RunFinished``) are broken down from a timing wrapper around the store's connections.
+  node or call row written to the store; the ``spans`` view adds a span per sample. Each run
+  waits for its commit, as a run from the UI or ``run.py run`` does.
+- ``writer-shared``: the same runs through a writer whose runs do not wait for their commit
+  (``sync_finish=False``), so back-to-back runs share transactions: an evaluation's runs
+  (``LocalPool``).
+- ``writer-long``: runs of 5000 nodes, each waiting for its commit.
+
+  For the writers, per-run costs are broken down from a timing wrapper around the sink's
+  connection: the file's open and close (``FileKeeper`` keeps it open between runs, so these
+  are spread over all of them), the check that a batch's runs are new, appends, commits.
 - ``appender``: DuckDB's Appender straight into ``model_calls`` in chunks (the floor).
 - ``executemany``: ``INSERT ... VALUES`` through ``executemany`` into ``model_calls``, one
   transaction per 5,000 rows (autocommit, one commit per row, is slower still).
 
-``--sample-rows`` limits the two slow variants (writer and executemany: a few hundred rows/s
-here) to a sample; their time for ``--rows`` is extrapolated and marked so.
+``--sample-rows`` limits the two slow variants (writer and executemany) to a sample; their
+time for ``--rows`` is extrapolated and marked so.
 
 Usage::
 
@@ -36,6 +43,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -54,6 +62,8 @@ from engine.run.events import (
     RunStarted,
 )
 from storage.traces import CALL_COLUMNS, TraceStore, TraceWriter
+from storage.traces import writer as writer_module
+from storage.traces.sink import Sink
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 MODEL = "gemma-3-270m-it-Q4_K_M.gguf"
@@ -235,8 +245,8 @@ class TimedConnection:
 
     def execute(self, sql: str, *args: Any) -> Any:
         head = " ".join(sql.split()[:3]).upper()
-        if head.startswith("INSERT INTO RUNS"):
-            what = "insert run"
+        if head.startswith("SELECT RUN_ID FROM"):
+            what = "check the batch's runs are new"
         elif head.startswith("UPDATE RUNS"):
             what = "update run"
         elif head.startswith(("BEGIN", "COMMIT", "ROLLBACK")):
@@ -262,7 +272,7 @@ class TimedConnection:
 
 
 class TimedStore(TraceStore):
-    """A TraceStore whose connections are timed (the writer itself is untouched)."""
+    """A TraceStore whose file opens are timed (the writer itself is untouched)."""
 
     def __init__(self, path: Path, timings: Timings):
         super().__init__(path)
@@ -274,7 +284,23 @@ class TimedStore(TraceStore):
         con = super().open_connection()
         self.timings.add("open file", started)
         self.opened += 1
-        return TimedConnection(con, self.timings)
+        return con
+
+
+@contextmanager
+def timed_sink(timings: Timings) -> Iterator[None]:
+    """Time what the writer's ``Sink`` does on its connection (statements, appends, commits)."""
+
+    class TimedSink(Sink):
+        def __init__(self, con: duckdb.DuckDBPyConnection):
+            super().__init__(TimedConnection(con, timings))  # type: ignore[arg-type]
+
+    original = writer_module.Sink
+    writer_module.Sink = TimedSink  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        writer_module.Sink = original  # type: ignore[misc]
 
 
 # -- the variants ------------------------------------------------------------------------------
@@ -295,7 +321,9 @@ class Result:
 
 def fresh_store(folder: Path, name: str) -> Path:
     path = folder / f"{name}.duckdb"
-    TraceStore(path).schema_version()  # create and migrate outside the timing
+    created = TraceStore(path)
+    created.schema_version()  # create and migrate outside the timing
+    created.release()  # the variant opens the file itself, inside its timing
     return path
 
 
@@ -304,32 +332,55 @@ def chunks(total: int, size: int) -> Iterator[range]:
         yield range(start, min(total, start + size))
 
 
-def bench_writer(folder: Path, rows: int, nodes: int, name: str = "writer") -> Result:
+#: What a run costs whatever its size: the file's open and close (spread over the runs that
+#: share them), checking the batch's runs are new, the commit, updating a run's finish.
+FIXED_COSTS = ("open file", "close file", "check the batch's runs are new", "begin/commit",
+               "update run")  # fmt: skip
+
+
+def bench_writer(
+    folder: Path, rows: int, nodes: int, name: str = "writer", *, sync_finish: bool = True
+) -> Result:
+    """Back-to-back runs of ``nodes`` nodes through one ``TraceWriter``: with ``sync_finish``
+    each run waits for its commit (a run from the UI or ``run.py run``); without, the runs
+    share transactions (an evaluation's runs, ``LocalPool``)."""
     shape = RunShape(nodes)
     runs = max(1, -(-rows // shape.rows))
     path = fresh_store(folder, name)
     timings = Timings()
     store = TimedStore(path, timings)
-    writer = TraceWriter(store)
     building = 0.0
-    started = time.perf_counter()
-    for run in range(runs):  # one run's events at a time: memory stays flat
-        built = time.perf_counter()
-        events = run_events(run, shape)
-        building += time.perf_counter() - built
-        for event in events:
-            writer(event)
-    writer.close()
-    elapsed = time.perf_counter() - started
+    with timed_sink(timings):
+        writer = TraceWriter(store, sync_finish=sync_finish)
+        started = time.perf_counter()
+        for run in range(runs):  # one run's events at a time: memory stays flat
+            built = time.perf_counter()
+            events = run_events(run, shape)
+            building += time.perf_counter() - built
+            for event in events:
+                writer(event)
+        writer.close()
+        closing = time.perf_counter()
+        store.release()  # the file is closed (checkpointed) inside the timing
+        timings.add("close file", closing)
+        elapsed = time.perf_counter() - started
     per_run = {what: s * 1000 / runs for what, s in sorted(timings.seconds.items())}
     per_run["Python: build events, queue, collapse"] = elapsed * 1000 / runs - sum(per_run.values())
+    fixed = sum(per_run.get(what, 0.0) for what in FIXED_COSTS)
     return Result(
         name,
         runs * shape.rows,
         elapsed,
         building,
         path,
-        detail={"runs": runs, "shape": shape, "per_run_ms": per_run, "opened": store.opened},
+        detail={
+            "runs": runs,
+            "shape": shape,
+            "per_run_ms": per_run,
+            "fixed_ms": fixed,
+            "opened": store.opened,
+            "batches": writer.stats["batches"],
+        },
     )
 
 
@@ -418,6 +469,7 @@ def main() -> int:
         folder = Path(tmp)
         results = [
             bench_writer(folder, sample, args.nodes_per_run),
+            bench_writer(folder, rows, args.nodes_per_run, "writer-shared", sync_finish=False),
             *(
                 [bench_writer(folder, rows, args.long_run_nodes, name="writer-long")]
                 if args.long_run_nodes
@@ -429,36 +481,44 @@ def main() -> int:
         by_name = {r.name: r for r in results}
 
         print("\n'building': seconds of the total spent making the rows or events in Python")
-        print(f"{'variant':14} {'rows':>11} {'seconds':>9} {'rows/s':>9}  {'building':>8}  note")
+        print(
+            f"{'variant':14} {'rows':>11} {'seconds':>9} {'rows/s':>9} {'spans/s':>9}"
+            f"  {'building':>8}  note"
+        )
         for r in results:
             sampled = r.rows < rows
             note = f"sample; {minutes(rows / r.rate)} for {rows:,} rows" if sampled else ""
+            shape = r.detail.get("shape")
+            spans_rate = r.rate * shape.spans / shape.rows if shape else r.rate
             print(
-                f"{r.name:14} {r.rows:>11,} {r.seconds:>9.1f} {r.rate:>9,.0f}"
+                f"{r.name:14} {r.rows:>11,} {r.seconds:>9.1f} {r.rate:>9,.0f} {spans_rate:>9,.0f}"
                 f"  {r.building_s:>7.1f}s  {note}"
             )
-        writer = by_name["writer"]
+        appender = by_name["appender"].rate
+        print()
+        for name in ("writer", "writer-shared", "writer-long"):
+            if name in by_name:
+                print(f"ratio {name}/appender: {by_name[name].rate / appender:.4f}")
         print(
-            f"\nratio writer/appender:    {writer.rate / by_name['appender'].rate:.4f}"
-            f"\nratio writer/executemany: {writer.rate / by_name['executemany'].rate:.2f}"
+            f"ratio writer/executemany: {by_name['writer'].rate / by_name['executemany'].rate:.2f}"
         )
-        if "writer-long" in by_name:
-            long = by_name["writer-long"]
-            print(
-                f"ratio writer-long/appender: {long.rate / by_name['appender'].rate:.4f}"
-                f" ({long.detail['runs']} runs of {long.detail['shape'].nodes} nodes: the per-run"
-                " cost of opening and closing the file is spread over more rows)"
-            )
 
-        detail = writer.detail
-        shape: RunShape = detail["shape"]
-        print(
-            f"\nwriter: {detail['runs']:,} runs of {shape.nodes} nodes ({shape.rows} rows each:"
-            f" 1 run, {shape.nodes} nodes, {shape.calls} calls), file opened"
-            f" {detail['opened']:,} times; {writer.seconds * 1000 / detail['runs']:.1f} ms per run:"
-        )
-        for what, ms in sorted(detail["per_run_ms"].items(), key=lambda item: -item[1]):
-            print(f"  {what:40} {ms:7.1f} ms/run")
+        for name, how in (
+            ("writer", "each run waits for its commit (a run from the UI or run.py run)"),
+            ("writer-shared", "runs share transactions (an evaluation's runs)"),
+        ):
+            r = by_name[name]
+            detail = r.detail
+            shape = detail["shape"]
+            print(
+                f"\n{name}: {how}; {detail['runs']:,} runs of {shape.nodes} nodes ({shape.rows}"
+                f" rows each: 1 run, {shape.nodes} nodes, {shape.calls} calls), file opened"
+                f" {detail['opened']:,} times, {detail['batches']:,} transactions;"
+                f" {r.seconds * 1000 / detail['runs']:.2f} ms per run, of which fixed"
+                f" {detail['fixed_ms']:.2f} ms ({' + '.join(FIXED_COSTS)}):"
+            )
+            for what, ms in sorted(detail["per_run_ms"].items(), key=lambda item: -item[1]):
+                print(f"  {what:40} {ms:7.2f} ms/run")
 
         print("\nfiles and the spans view:")
         for r in results:

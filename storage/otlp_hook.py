@@ -15,11 +15,17 @@ if TYPE_CHECKING:
 _ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
 
+def live_export_wanted() -> bool:
+    """Whether a live OTLP receiver may be configured (environment, or the Settings page,
+    which has loaded ``storage.otlp_live``)."""
+    configured = any(os.environ.get(name) for name in _ENDPOINT_VARIABLES)
+    return configured or "storage.otlp_live" in sys.modules
+
+
 def export_when_configured(store: TraceStore, run_id: str) -> None:
     """Queue run ``run_id`` for live OTLP export if a receiver is configured (environment, or
     the Settings page, which has loaded ``storage.otlp_live``). Never raises, never waits."""
-    configured = any(os.environ.get(name) for name in _ENDPOINT_VARIABLES)
-    if not configured and "storage.otlp_live" not in sys.modules:
+    if not live_export_wanted():
         return
     try:
         from storage.otlp_live import export_finished_run
@@ -28,4 +34,4 @@ def export_when_configured(store: TraceStore, run_id: str) -> None:
     export_finished_run(store, run_id)
 
 
-__all__ = ["export_when_configured"]
+__all__ = ["export_when_configured", "live_export_wanted"]

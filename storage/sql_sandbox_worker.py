@@ -13,6 +13,7 @@ Extensions are never auto-installed or auto-loaded, and memory and threads are c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import threading
@@ -49,6 +50,10 @@ def _attach(con: duckdb.DuckDBPyConnection, path: str, wait_s: float) -> None:
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower() or time.monotonic() > deadline:
                 _fail("store", f"Cannot open the trace store: {str(exc).splitlines()[0]}")
+            # Ask the holder for the file, as ``storage.traces.file_keeper`` does (this script
+            # imports nothing of Arbor's, so the request file's name is spelled out here).
+            with contextlib.suppress(OSError):
+                open(path + ".wanted", "a").close()
             time.sleep(delay)
             delay = min(delay * 2, 0.04)
 
@@ -65,7 +70,7 @@ def main() -> None:
     timer = threading.Timer(request["timeout_s"], con.interrupt)
     timer.start()
     try:
-        reader = con.execute(request["sql"]).to_arrow_reader(1024)
+        reader = con.execute(request["sql"], request["values"] or None).to_arrow_reader(1024)
         if reader is None:  # only a statement without a result; the console runs SELECTs
             _fail("query", "The query returned no result.")
         batches, rows = [], 0

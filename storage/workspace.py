@@ -47,6 +47,7 @@ class Workspace:
         use_cache: bool = True,
         rerun: Iterable[str] = (),
         control: RunControl | None = None,
+        writer: TraceWriter | None = None,
     ) -> RunResult:
         """Execute ``plan`` with every event written to the trace store as it happens.
 
@@ -56,6 +57,9 @@ class Workspace:
         prompt, model, parameters, seed, sample index) is reused instead of made; ``rerun``
         names nodes that run again, with everything downstream, regardless. ``control``
         adds pins, breakpoints, step mode or a fork's reused nodes (``engine.run.control``).
+        By default the run's traces are committed when this returns; a ``writer`` the caller
+        owns (an evaluation's, shared by its runs) is used instead and left open, so the
+        caller decides when they are flushed.
         """
         return self._execute(
             plan,
@@ -68,6 +72,7 @@ class Workspace:
             rerun=rerun,
             resumed_from=None,
             control=control,
+            writer=writer,
         )
 
     def resume_run(
@@ -206,6 +211,7 @@ class Workspace:
         rerun: Iterable[str],
         resumed_from: str | None,
         control: RunControl | None = None,
+        writer: TraceWriter | None = None,
     ) -> RunResult:
         run_id = run_id or executor.new_run_id()
         if session_id is not None and self.sessions.exists(session_id):
@@ -213,7 +219,9 @@ class Workspace:
         # Registry entries give backends their prices, concurrency and timeout. A registry file
         # that cannot be read must not stop the run: defaults apply and the result says why.
         factory, registry_problem = registry_backend_factory(self.root)
-        writer = TraceWriter(self.traces)
+        # A writer of the caller's (an evaluation's) is the caller's to flush and close.
+        own_writer = writer is None
+        writer = writer or TraceWriter(self.traces)
         try:
             result = execute_plan(
                 plan,
@@ -229,11 +237,14 @@ class Workspace:
                 control=control,
             )
         except BaseException:
-            with suppress(TraceStoreError):  # the run's own error is the one to raise
-                writer.close()
+            if own_writer:
+                with suppress(TraceStoreError):  # the run's own error is the one to raise
+                    writer.close()
             raise
         if registry_problem is not None:
             result.warnings.append(registry_problem)
+        if not own_writer:
+            return result
         try:
             writer.close()
         except TraceStoreError as exc:  # the run's result matters more; report it there

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import duckdb
 import pyarrow as pa
 
-from engine.run.events import RunContinued, RunEdited, RunPaused
+from engine.run.events import RunContinued, RunEdited, RunFinished, RunPaused
 from storage.traces.rows import CALL_COLUMNS, NODE_ARROW_SCHEMA, NODE_COLUMNS, Rows, redacted
 
 _MERGE_NODES = f"""
@@ -39,6 +39,43 @@ _MERGE_NODES = f"""
 """
 
 
+#: The columns each appender writes, in order.
+RUN_COLUMNS = (
+    "run_id",
+    "session_id",
+    "task",
+    "status",
+    "started_at",
+    "plan_json",
+    "caps_json",
+    "resumed_from",
+    "pid",
+    "forked_from",
+    "forked_at_node",
+    "stop_reason",
+    "answer",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "finished_at",
+)
+_COLUMNS = {"runs": RUN_COLUMNS, "node_executions": NODE_COLUMNS, "model_calls": CALL_COLUMNS}
+
+
+def _finish_values(end: RunFinished | None) -> list[Any]:
+    """stop_reason, answer, tokens, cost and finish time of a run's row (None: still running)."""
+    if end is None:
+        return [None, None, 0, 0, 0.0, None]
+    return [
+        redacted(end.stop_reason),
+        end.answer,
+        end.input_tokens,
+        end.output_tokens,
+        end.cost_usd,
+        end.finished_at,
+    ]
+
+
 #: What the appender does with a row: a plain insert, an upsert or an update by key.
 AppendAction = Literal["insert", "upsert", "update"]
 
@@ -60,7 +97,7 @@ class Sink:
     def _appender(self, table: str, action: AppendAction) -> duckdb.Appender:
         appender = self._appenders.get((table, action))
         if appender is None:
-            columns = list(NODE_COLUMNS if table == "node_executions" else CALL_COLUMNS)
+            columns = list(_COLUMNS[table])
             key = ["run_id", "node_id"] if action == "update" else None
             options = {"key": key} if key else {}
             appender = self.con.appender(table, columns=columns, action=action, **options)
@@ -74,28 +111,22 @@ class Sink:
             appender.flush()
 
     def write(self, rows: Rows, *, idempotent: bool = False) -> None:
+        """Write ``rows`` in one transaction. New runs are appended without looking first
+        (a run id is new by construction; the look costs 0.6 ms per batch); a run that was
+        there already makes the append fail, and the batch is written again, looking."""
+        try:
+            self._write(rows, idempotent=idempotent, look_for_runs=idempotent)
+        except duckdb.ConstraintException:
+            if idempotent or not rows.runs_started:
+                raise
+            self._write(rows, idempotent=False, look_for_runs=True)
+
+    def _write(self, rows: Rows, *, idempotent: bool, look_for_runs: bool) -> None:
         con = self.con
         insert: AppendAction = "upsert" if idempotent else "insert"
         con.execute("BEGIN TRANSACTION")
         try:
-            for run in rows.runs_started:
-                con.execute(
-                    "INSERT INTO runs (run_id, session_id, task, status, started_at, plan_json,"
-                    " caps_json, resumed_from, pid, forked_from, forked_at_node)"
-                    " VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    [
-                        run.run_id,
-                        run.session_id,
-                        run.task,
-                        run.started_at,
-                        redacted(run.plan_json),
-                        run.caps_json,
-                        run.resumed_from,
-                        run.pid if run.pid is not None else os.getpid(),
-                        run.forked_from,
-                        run.forked_at_node,
-                    ],
-                )
+            folded = self._insert_runs(rows, look=look_for_runs)
             self._append("node_executions", insert, list(rows.nodes_new.values()))
             self._append("node_executions", "update", list(rows.nodes_update.values()))
             if rows.nodes_merge:
@@ -112,6 +143,8 @@ class Sink:
             for event in rows.run_control:
                 self._run_control(event)
             for finished in rows.runs_finished:
+                if finished.run_id in folded:
+                    continue
                 con.execute(
                     "UPDATE runs SET status = ?, stop_reason = ?, answer = ?, input_tokens = ?,"
                     " output_tokens = ?, cost_usd = ?, finished_at = ?,"
@@ -136,6 +169,60 @@ class Sink:
             with suppress(duckdb.Error):
                 con.execute("ROLLBACK")
             raise
+
+    def _insert_runs(self, rows: Rows, *, look: bool) -> set[str]:
+        """Insert the batch's new runs in one append; returns the runs written final (started
+        and finished in this batch, with no pause or edit between: one row, no update).
+
+        With ``look``, a run already in the store (recorded again, or a retried batch that did
+        commit) keeps its row; without, it fails the append (``write`` then looks). One append
+        for the batch costs about 3 ms less per run than an ``INSERT ... ON CONFLICT DO
+        NOTHING`` per run (3-4 ms here)."""
+        if not rows.runs_started:
+            return set()
+        existing: set[str] = set()
+        if look:
+            ids = [run.run_id for run in rows.runs_started]
+            found = (
+                self.con.execute("SELECT run_id FROM runs WHERE run_id = ?", ids)
+                if len(ids) == 1  # the usual case, and 3 times faster than the list form
+                else self.con.execute(
+                    "SELECT run_id FROM runs WHERE run_id IN (SELECT unnest(?::VARCHAR[]))",
+                    [ids],
+                )
+            )
+            existing = {row[0] for row in found.fetchall()}
+        finishes = {end.run_id: end for end in rows.runs_finished}
+        controlled = {event.run_id for event in rows.run_control}
+        folded: set[str] = set()
+        new_rows = []
+        for run in rows.runs_started:
+            if run.run_id in existing:
+                continue
+            existing.add(run.run_id)  # the same RunStarted twice in one batch: one row
+            end = finishes.get(run.run_id)
+            if end is None or end.status == "paused" or run.run_id in controlled:
+                end = None
+            else:
+                folded.add(run.run_id)
+            new_rows.append(
+                (
+                    run.run_id,
+                    run.session_id,
+                    run.task,
+                    end.status if end else "running",
+                    run.started_at,
+                    redacted(run.plan_json),
+                    run.caps_json,
+                    run.resumed_from,
+                    run.pid if run.pid is not None else os.getpid(),
+                    run.forked_from,
+                    run.forked_at_node,
+                    *_finish_values(end),
+                )
+            )
+        self._append("runs", "insert", new_rows)
+        return folded
 
     def _run_control(self, event: RunPaused | RunContinued | RunEdited) -> None:
         """A pause shows as status 'paused' at once (a reload, or ``run.py runs``, sees it);

@@ -14,13 +14,14 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
 
 from engine.errors import TraceStoreError
 from engine.run.call_cache import CachedCall
-from engine.run.events import BudgetUpdate, Event, NodeProgress
+from engine.run.events import BudgetUpdate, Event, ModelCallFinished, NodeProgress
 from storage.traces import annotations as annotation_rows
+from storage.traces.file_keeper import ask_for_file, keeper_for
 from storage.traces.labels import RunLabel, get_labels, set_label
 from storage.traces.liveness import dead_runs, mark_interrupted
 from storage.traces.rows import WriterState, collapse
 from storage.traces.schema import MIGRATIONS
-from storage.traces.sharing import live_writers, shared_readers
+from storage.traces.sharing import live_writers
 from storage.traces.sink import Sink
 from storage.traces.writer import TraceWriter
 
@@ -61,15 +62,18 @@ class TraceStore:
         self._migrate_lock = threading.Lock()
 
     def open_connection(self) -> duckdb.DuckDBPyConnection:
-        """A migrated connection the caller must close; waits while another process holds
-        the file and raises ``TraceStoreError`` (naming the file) when it stays locked or is
-        not a DuckDB database."""
+        """A migrated connection of its own the caller must close; waits while another process
+        holds the file (asking it for the file) and raises ``TraceStoreError`` (naming the
+        file) when it stays locked or is not a DuckDB database. Reads and writes use
+        ``connect()``, which borrows from the process's kept-open connection instead."""
         retrying = Retrying(
             retry=retry_if_exception(_is_lock_conflict),
             stop=stop_after_delay(self.lock_wait_s),
-            # Short waits: a busy writer elsewhere lets go for ``TraceWriter.yield_s`` at a
-            # time, and a failed open costs well under a millisecond.
+            # Short waits: the holder hands the file over within a few ms of being asked, and
+            # a failed open costs well under a millisecond.
             wait=wait_random_exponential(multiplier=0.005, max=0.04),
+            # Ask the holder for the file each time (``storage.traces.file_keeper``).
+            before_sleep=lambda _state: ask_for_file(self.path),
             reraise=True,
         )
         try:
@@ -87,12 +91,23 @@ class TraceStore:
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A short-lived connection; waits while another process holds the file."""
-        con = self.open_connection()
+        """A connection for a few statements, borrowed from the process's ``FileKeeper``
+        (microseconds while this process holds the file; otherwise it opens it, waiting while
+        another process holds it)."""
+        keeper = keeper_for(self.file_id)
+        con = keeper.borrow(self.open_connection)
         try:
+            if not self._migrated:  # the file was opened by another store object
+                self._ensure_schema(con)
             yield con
         finally:
-            con.close()
+            keeper.give_back(con)
+
+    def release(self) -> bool:
+        """Close this process's hold on the file now (it also lets go when idle, or when
+        another process asks); False when a connection stayed borrowed too long."""
+        self._sync_writers()
+        return keeper_for(self.file_id).release()
 
     def _ensure_schema(self, con: duckdb.DuckDBPyConnection) -> None:
         if self._migrated:
@@ -214,11 +229,9 @@ class TraceStore:
     def lookup(self, keys: Sequence[str]) -> dict[str, CachedCall]:
         """The newest successful recorded call for each key that has one (``CallCache``).
 
-        Failed and cancelled calls are never reused. Sees everything committed, by any process;
-        a run's own latest calls may still be in its writer's queue (a few ms), but a finished
-        run is always visible because ``RunFinished`` is written synchronously. While a writer
-        in this process holds the file, lookups share one kept-open connection (opening one
-        costs about as much as the query).
+        Failed and cancelled calls are never reused. Sees everything committed, by any process,
+        and every successful call this process's writers have queued but not committed yet
+        (so a run's calls are reusable the moment they finish, committed or not).
         """
         wanted = list(dict.fromkeys(key for key in keys if key))
         if not wanted:
@@ -228,7 +241,7 @@ class TraceStore:
             self._lookup_into(newest, wanted)
         except duckdb.Error as exc:
             raise TraceStoreError(f"Cannot look up cached calls in {self.path}: {exc}") from exc
-        return {
+        found = {
             key: CachedCall(
                 call_id=call_id,
                 run_id=run_id,
@@ -241,9 +254,35 @@ class TraceStore:
                 newest.items()
             )
         }
+        found.update(self._uncommitted(wanted))
+        return found
+
+    def _uncommitted(self, wanted: list[str]) -> dict[str, CachedCall]:
+        """Successful calls this process's writers queued and have not committed yet: newer
+        than anything in the file, so they win (an evaluation's runs do not wait for their
+        commits, ``TraceWriter(sync_finish=False)``)."""
+        newest: dict[str, ModelCallFinished] = {}
+        for writer in live_writers(self.file_id):
+            for key in wanted:
+                event = writer.uncommitted_call(key)
+                if event is not None and (
+                    key not in newest or event.finished_at > newest[key].finished_at
+                ):
+                    newest[key] = event
+        return {
+            key: CachedCall(
+                call_id=event.call_id,
+                run_id=event.run_id,
+                output=event.output or "",
+                input_tokens=event.input_tokens or 0,
+                output_tokens=event.output_tokens or 0,
+                finish_reason=event.finish_reason,
+            )
+            for key, event in newest.items()
+        }
 
     def _lookup_into(self, newest: dict[str, tuple[Any, ...]], wanted: list[str]) -> None:
-        with shared_readers.connection(self) as con:
+        with self.connect() as con:
             for start in range(0, len(wanted), LOOKUP_CHUNK):
                 chunk = wanted[start : start + LOOKUP_CHUNK]
                 # A plain IN list: a window function (newest per key) costs more than the rest

@@ -1,6 +1,6 @@
 """``TraceWriter``: the run listener that writes events from a background thread, in batches
-(group commit), holding the store file only while events flow; and the exit hook that closes
-writers still open when the interpreter ends, so queued events are written."""
+(group commit), on a connection borrowed from the process's ``FileKeeper``; and the exit hook
+that closes writers still open when the interpreter ends, so queued events are written."""
 
 from __future__ import annotations
 
@@ -14,10 +14,18 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from engine.errors import TraceStoreError
-from engine.run.events import BudgetUpdate, Event, NodeProgress, RunFinished, RunPaused
-from storage.otlp_hook import export_when_configured
+from engine.run.events import (
+    BudgetUpdate,
+    Event,
+    ModelCallFinished,
+    NodeProgress,
+    RunFinished,
+    RunPaused,
+)
+from storage.otlp_hook import export_when_configured, live_export_wanted
+from storage.traces.file_keeper import FileKeeper, keeper_for
 from storage.traces.rows import WriterState, collapse
-from storage.traces.sharing import register_writer, shared_readers
+from storage.traces.sharing import register_writer
 from storage.traces.sink import Sink
 
 if TYPE_CHECKING:
@@ -33,13 +41,16 @@ class TraceWriter:
     becomes one row. Events reach the file within milliseconds of being emitted, so a process
     killed mid-run loses at most the last few ms.
 
-    - ``RunFinished`` is written before the call returns (a following run's cache lookup, or
-      another process, sees the whole run at once), and the file is released right after.
-    - The connection stays open only while events flow and closes after ``idle_close_s``, so
-      another process (the UI, a command-line run) can open the store between runs. A writer
-      kept busy without a pause lets go of the file for ``yield_s`` every ``max_hold_s``, so a
-      reader or another run's writer elsewhere gets in within about a second, not after the
-      run; its events wait in memory meanwhile.
+    - ``RunFinished`` is written before the call returns (another process sees the whole run
+      at once), unless ``sync_finish`` is False: then back-to-back runs (an evaluation's) share
+      transactions, and whoever owns the writer flushes or closes it when the runs are done.
+      Either way a cache lookup in this process finds every successful call queued here, even
+      before it is committed.
+    - The connection is a cursor borrowed from the process's ``FileKeeper`` (microseconds: the
+      keeper keeps the file open between runs) and given back whenever the queue is empty or
+      another process asks for the file; the keeper hands the file over on request and closes
+      it when idle (``storage.traces.file_keeper``). Events queued meanwhile wait in memory.
+    - The thread stops after ``idle_stop_s`` without events; the next event starts another.
     - A failed write keeps its events queued and is retried with back-off; the failure is raised
       from the next ``writer(event)`` (the executor turns it into a run warning), from
       ``flush()`` and from the ``RunFinished`` call. Nothing already in the store is touched.
@@ -51,20 +62,23 @@ class TraceWriter:
         self,
         store: TraceStore,
         *,
-        idle_close_s: float = 0.3,
-        max_hold_s: float = 1.0,
-        yield_s: float = 0.1,
+        idle_stop_s: float = 1.0,
+        hold_s: float = 0.1,
+        sync_finish: bool = True,
         linger_s: float = 0.002,
         max_batch: int = 5000,
         retry_max_s: float = 2.0,
     ):
         """``linger_s``: how long the thread lets a batch grow before writing it; ``max_batch``
         caps the events in one transaction; ``retry_max_s`` is the longest back-off between
-        attempts after a failure."""
+        attempts after a failure; ``hold_s``: how long the thread keeps its connection when
+        the queue runs empty; ``idle_stop_s``: how long the thread waits for events before it
+        stops."""
         self.store = store
-        self.idle_close_s = idle_close_s
-        self.max_hold_s = max_hold_s
-        self.yield_s = yield_s
+        self.idle_stop_s = idle_stop_s
+        self.hold_s = hold_s
+        self.sync_finish = sync_finish
+        self._uncommitted_calls: dict[str, ModelCallFinished] = {}
         self.linger_s = linger_s
         self.max_batch = max_batch
         self.retry_max_s = retry_max_s
@@ -90,7 +104,6 @@ class TraceWriter:
             "node_rows": 0,
             "call_rows": 0,
             "failed_attempts": 0,
-            "yields": 0,
         }
         register_writer(store.file_id, self)
         _at_exit.add(self)
@@ -108,12 +121,40 @@ class TraceWriter:
             self._enqueued += 1
             self._wake()
             error, self._unreported = self._unreported, None
-        if isinstance(event, RunFinished | RunPaused):  # a paused run is seen paused at once
+        if isinstance(event, ModelCallFinished):
+            self._remember_call(event)
+        if isinstance(event, RunPaused):  # a paused run is seen paused at once
             self.flush()
-            if isinstance(event, RunFinished):  # live OTLP export, when configured
-                export_when_configured(self.store, event.run_id)
+        elif isinstance(event, RunFinished):
+            if self.sync_finish or live_export_wanted():
+                self.flush()
+            export_when_configured(self.store, event.run_id)  # live OTLP, when configured
         elif error is not None:
             raise error
+
+    # -- the call cache's view of calls not committed yet ------------------------------------
+    def _remember_call(self, event: ModelCallFinished) -> None:
+        """Keep a successful call until it is committed, so a cache lookup in this process
+        finds it at once (``TraceStore.lookup``), committed or not."""
+        if event.status == "ok" and event.cache_key:
+            with self._cond:
+                self._uncommitted_calls[event.cache_key] = event
+
+    def uncommitted_call(self, cache_key: str) -> ModelCallFinished | None:
+        """The newest successful call with ``cache_key`` queued here and not committed yet."""
+        return self._uncommitted_calls.get(cache_key)
+
+    def _forget_committed(self, batch: list[Event]) -> None:
+        """With the lock held: drop the batch's calls from the uncommitted ones."""
+        if not self._uncommitted_calls:
+            return
+        for event in batch:
+            if (
+                isinstance(event, ModelCallFinished)
+                and event.cache_key
+                and self._uncommitted_calls.get(event.cache_key) is event
+            ):
+                del self._uncommitted_calls[event.cache_key]
 
     record = __call__
 
@@ -166,6 +207,7 @@ class TraceWriter:
         with self._cond:
             lost = len(self._pending)
             self._pending.clear()
+            self._uncommitted_calls.clear()
             self._closed = True
         _at_exit.discard(self)
         if error is not None or lost:
@@ -195,75 +237,76 @@ class TraceWriter:
         self._cond.notify_all()
 
     def _work(self) -> None:
+        keeper = keeper_for(self.store.file_id)
         con: duckdb.DuckDBPyConnection | None = None
         sink: Sink | None = None
-        held_since = time.monotonic()
 
-        def release() -> None:
+        def give_back() -> None:
             nonlocal con, sink
-            # Not "connected" first, so no lookup opens a shared reader after it is closed;
-            # the file is free only once both are.
             self._connected = False
-            shared_readers.release(self.store.file_id)
             if con is not None:
-                with suppress(duckdb.Error):
-                    con.close()
+                keeper.give_back(con)
             con, sink = None, None
 
         try:
             while True:
                 with self._cond:
-                    batch = self._take_batch(con is not None)
-                    if batch is None and con is None:
-                        self._thread = None
-                        return
-                if batch is None:  # idle, or closing
-                    release()
+                    if con is not None and not self._pending:
+                        self._hold_briefly(keeper)
+                    if con is not None and (not self._pending or keeper.handoff_wanted):
+                        batch = None  # nothing more right now, or another process asks
+                    else:
+                        batch = self._take_batch()
+                        if batch is None:
+                            self._thread = None
+                            return
+                if batch is None:
+                    give_back()
                     continue
                 try:
                     if con is None:
-                        con = self.store.open_connection()
+                        con = keeper.borrow(self.store.open_connection)
                         sink = Sink(con)
                         self._connected = True
-                        held_since = time.monotonic()
                     state = self._state.copy()
                     rows = collapse(batch, state)
                     assert sink is not None
                     sink.write(rows, idempotent=self._failing_since is not None)
                 except Exception as exc:  # keep the events; report; retry later
-                    release()
+                    give_back()
                     self._failed(batch, exc)
                     continue
                 self._state = state
                 with self._cond:
-                    finished_run = bool(rows.runs_finished) and not self._pending
-                if finished_run:
-                    # A finished run releases the file before its RunFinished call returns.
-                    release()
-                busy_too_long = con is not None and time.monotonic() - held_since > self.max_hold_s
-                if busy_too_long:
-                    release()
-                with self._cond:
                     self._written += len(batch)
+                    self._forget_committed(batch)
                     self._failing_since = None
                     self.stats["batches"] += 1
                     self.stats["events"] += len(batch)
                     self.stats["node_rows"] += rows.node_rows
                     self.stats["call_rows"] += len(rows.calls)
                     self._cond.notify_all()
-                    if busy_too_long:
-                        # Busy without a pause: let other processes in (see the docstring).
-                        self.stats["yields"] += 1
-                        self._cond.wait_for(lambda: self._closing, self.yield_s)
         finally:
-            release()
+            give_back()
             with self._cond:
                 if self._thread is threading.current_thread():
                     self._thread = None
                 self._cond.notify_all()
 
-    def _take_batch(self, connected: bool) -> list[Event] | None:
-        """With the lock held: wait for work; None means "release the file" (or stop)."""
+    def _hold_briefly(self, keeper: FileKeeper) -> None:
+        """With the lock held and the queue empty: keep the connection (and its appenders)
+        up to ``hold_s`` for the next events, the next run's usually, unless another process
+        asks for the file meanwhile."""
+        deadline = time.monotonic() + self.hold_s
+        while not self._pending and not self._closing and not keeper.handoff_wanted:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._cond.wait(min(left, keeper.poll_s))
+
+    def _take_batch(self) -> list[Event] | None:
+        """With the lock held: wait for work; None means "stop the thread" (closing, or
+        nothing queued: the next event starts a new one)."""
         cond = self._cond
         if self._failing_since is not None and self._pending and not self._closing:
             # Back off after a failure; a flush or close asks for an attempt now.
@@ -272,10 +315,10 @@ class TraceWriter:
         if self._closing and self._failing_since is not None:
             return None  # close() already tried once more through flush(); give up
         if not self._pending:
-            if self._closing or not connected:
+            if self._closing or not cond.wait_for(
+                lambda: self._pending or self._closing, self.idle_stop_s
+            ):
                 return None
-            if not cond.wait_for(lambda: self._pending or self._closing, self.idle_close_s):
-                return None  # idle: let another process have the file
             if not self._pending:
                 return None
         if not self._flush_wanted and not self._closing and len(self._pending) < self.max_batch:

@@ -179,6 +179,7 @@ def test_an_older_sessions_url_never_reaches_a_label_an_error_or_the_trace_store
 
 
 def _secret_in_any_text_column(path: Path) -> list[str]:
+    TraceStore(path).release()  # a read-only connection needs the file to itself
     con = duckdb.connect(str(path), read_only=True)
     try:
         columns = con.execute(

@@ -35,7 +35,6 @@ from storage.bundles import export_session
 from storage.sessions import ArborSession
 from storage.trace_export import export_run
 from storage.traces import TraceStore
-from storage.traces.sharing import shared_readers
 from storage.workspace import Workspace
 from tests.support.fake_backend import Behaviour, fake_factory, fake_models, tree
 
@@ -109,7 +108,7 @@ def disk(tmp_path: Path) -> Iterator[Disk]:
         limited.free()
         if mechanism == "tmpfs":
             for path in folder.rglob("*.duckdb"):
-                shared_readers.release(path)
+                TraceStore(path).release()
             if subprocess.run(["umount", str(folder)], check=False).returncode != 0:
                 subprocess.run(["umount", "-l", str(folder)], check=False)
 
@@ -152,7 +151,7 @@ def test_a_run_on_a_full_disk_says_the_trace_store_could_not_be_written(disk, mo
     before = ws.run_plan(plan, CAPS, run_id="before")
     assert before.status == "completed" and not before.warnings
     kept = _snapshot(ws.traces, "before")
-    shared_readers.release(ws.traces.file_id)
+    ws.traces.release()
 
     disk.fill()
     try:

@@ -71,7 +71,9 @@ def test_new_trace_store_applies_and_records_its_migrations_once(tmp_path):
 
 def test_trace_store_waits_for_another_process_and_gives_up_with_a_clear_error(tmp_path):
     path = tmp_path / "traces.duckdb"
-    TraceStore(path).schema_version()
+    created = TraceStore(path)
+    created.schema_version()
+    created.release()  # the holder below does not ask for the file: it must be free
     holder = subprocess.Popen(
         [
             sys.executable,

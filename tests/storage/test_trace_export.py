@@ -316,7 +316,7 @@ T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 def test_export_sees_events_still_queued_in_a_writer(tmp_path):
     store = TraceStore(tmp_path / "traces.duckdb")
     # A writer that would hold its batch for a minute unless someone asks for a flush.
-    writer = store.writer(linger_s=60.0, idle_close_s=60.0)
+    writer = store.writer(linger_s=60.0)
     try:
         writer(RunStarted("r1", None, "Say hi.", "{}", "{}", T0))
         writer(NodeStarted("r1", "n1", "Greet", "m.gguf", T0))

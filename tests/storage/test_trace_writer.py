@@ -41,6 +41,7 @@ from storage.traces import (
     process_alive,
 )
 from storage.traces import store as trace_store
+from storage.traces.file_keeper import keeper_for
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -347,42 +348,77 @@ def _read_in_subprocess(path: Path, sql: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_run_finished_is_written_and_the_file_released_before_record_returns(tmp_path):
+def _read_through_store_in_subprocess(path: Path, sql: str) -> subprocess.CompletedProcess:
+    """Read the store from another process the way Arbor does: ``TraceStore.connect``, which
+    waits while the file is held and asks the holder for it."""
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.path.insert(0, sys.argv[3])
+        from storage.traces import TraceStore
+        with TraceStore(sys.argv[1], lock_wait_s=10).connect() as con:
+            print(con.execute(sys.argv[2]).fetchall())
+        """
+    )
+    return subprocess.run(
+        [sys.executable, "-c", script, str(path), sql, str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_file_stays_open_between_runs_and_is_handed_to_another_process_on_request(tmp_path):
     store = TraceStore(tmp_path / "traces.duckdb")
-    # A long idle period: only the RunFinished release can explain another process getting in.
-    writer = TraceWriter(store, idle_close_s=60)
+    keeper = keeper_for(store.file_id)
+    keeper.linger_s = 60.0  # only a request can explain another process getting in
+    try:
+        writer = TraceWriter(store)
+        for event in [run_started(), node_started("a"), call("a"), node_finished("a")]:
+            writer(event)
+        writer(run_finished())
+        assert keeper.holds_file  # kept for the next run: no open or close per run
+        held = _read_in_subprocess(store.path, "SELECT count(*) FROM runs")
+        assert held.returncode != 0 and "lock" in held.stderr.lower()
+
+        handoffs = keeper.stats["handoffs"]
+        read = _read_through_store_in_subprocess(store.path, "SELECT status, answer FROM runs")
+        assert read.returncode == 0, read.stderr
+        assert read.stdout.strip() == "[('completed', 'output of root')]"
+        assert keeper.stats["handoffs"] == handoffs + 1
+
+        # The next run opens the file again (asking the other process if it still had it).
+        for event in [run_started("r2"), node_started("a", "r2"), node_finished("a", "r2")]:
+            writer(event)
+        writer(run_finished("r2"))
+        writer.close()
+        assert {r["run_id"]: r["status"] for r in store.runs()} == {
+            "r1": "completed",
+            "r2": "completed",
+        }
+    finally:
+        keeper.linger_s = 0.3
+        store.release()
+
+
+def test_a_tool_that_does_not_ask_gets_the_file_once_the_process_is_idle(tmp_path):
+    store = TraceStore(tmp_path / "traces.duckdb")
+    keeper = keeper_for(store.file_id)
+    writer = TraceWriter(store)
     for event in [run_started(), node_started("a"), call("a"), node_finished("a")]:
         writer(event)
     writer.flush()
-    assert writer.connected
-    held = _read_in_subprocess(store.path, "SELECT count(*) FROM runs")
-    assert held.returncode != 0 and "lock" in held.stderr.lower()
-
-    writer(run_finished())
-    assert not writer.connected
-    read = _read_in_subprocess(store.path, "SELECT status, answer FROM runs")
-    assert read.returncode == 0, read.stderr
-    assert read.stdout.strip() == "[('completed', 'output of root')]"
-    writer.close()
-
-
-def test_another_process_can_open_the_store_while_a_run_is_idle(tmp_path):
-    store = TraceStore(tmp_path / "traces.duckdb")
-    writer = TraceWriter(store, idle_close_s=0.3)
-    for event in [run_started(), node_started("a"), call("a"), node_finished("a")]:
-        writer(event)
-    writer.flush()
-    assert writer.connected  # events are flowing: the connection is kept
+    assert keeper.holds_file
     deadline = time.monotonic() + 5
-    while writer.connected and time.monotonic() < deadline:
+    while keeper.holds_file and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not writer.connected, "the writer kept the file through an idle period"
+    assert not keeper.holds_file, "the process kept the file through an idle period"
 
     read = _read_in_subprocess(store.path, "SELECT node_id, status FROM node_executions")
     assert read.returncode == 0, read.stderr
     assert read.stdout.strip() == "[('a', 'done')]"
 
-    # The run goes on after the other process let go: the writer opens the file again.
+    # The run goes on after the other process let go: the file is opened again.
     for event in [node_started("root", t=4), call("root", t=5), node_finished("root", t=6)]:
         writer(event)
     writer(run_finished())
@@ -491,6 +527,7 @@ def test_a_locked_store_is_reported_on_the_next_event_and_loses_nothing(tmp_path
     earlier = TraceStore(path)
     earlier.record(run_started("r0"))
     earlier.record(run_finished("r0"))
+    earlier.release()  # the holder below does not ask for the file: it must be free
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -725,3 +762,28 @@ def test_cli_runs_flags_interrupted_runs_and_resume_refuses_unknown_ones(tmp_pat
 
     unknown = _cli(data, "resume", "run-nope")
     assert unknown.returncode == 2 and "No run 'run-nope'" in unknown.stderr
+
+
+def test_an_evaluations_writer_does_not_wait_for_commits_and_its_calls_are_reusable_at_once(
+    tmp_path,
+):
+    store = TraceStore(tmp_path / "traces.duckdb")
+    # Runs that do not wait for their commit, and a batch that waits a minute to grow.
+    writer = TraceWriter(store, sync_finish=False, linger_s=60.0)
+    writer(run_started())
+    writer(node_started("a"))
+    writer(call("a", cache_key="k-ok"))
+    writer(call("a", t=2.5, cache_key="k-failed", status="error", error="boom"))
+    writer(node_finished("a"))
+    writer(run_finished())  # returns without a commit
+    with store.connect() as con:
+        assert con.execute("SELECT count(*) FROM model_calls").fetchone() == (0,)
+
+    found = store.lookup(["k-ok", "k-failed", "k-unknown"])
+    assert set(found) == {"k-ok"}  # queued, not committed, successful: reusable already
+    assert found["k-ok"].call_id == "r1-a-2" and found["k-ok"].output == "output of a"
+
+    writer.close()  # commits everything
+    assert writer.uncommitted_call("k-ok") is None
+    assert store.lookup(["k-ok"])["k-ok"].call_id == "r1-a-2"  # now from the file
+    assert store.run("r1")["status"] == "completed"
