@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import threading
 import time
@@ -59,10 +60,11 @@ def _attach(con: duckdb.DuckDBPyConnection, path: str, wait_s: float) -> None:
 
 
 def main() -> None:
+    # Everything that does not depend on the query happens before it arrives: the console
+    # starts this process ahead of time (``_SandboxProcesses``), and DuckDB's first connection
+    # in a process costs about 30 ms. The memory limit comes as the first argument for that.
+    con = duckdb.connect(":memory:", config={**SANDBOX_CONFIG, "memory_limit": sys.argv[1]})
     request = json.loads(sys.stdin.read())
-    con = duckdb.connect(
-        ":memory:", config={**SANDBOX_CONFIG, "memory_limit": request["memory_limit"]}
-    )
     _attach(con, request["path"], request["lock_wait_s"])
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
@@ -89,6 +91,10 @@ def main() -> None:
     table = pa.Table.from_batches(batches, schema=schema).slice(0, request["max_rows"] + 1)
     with pa.ipc.new_stream(sys.stdout.buffer, table.schema) as stream:
         stream.write_table(table)
+    sys.stdout.flush()
+    # Nothing to clean up (an in-memory database, the store attached read-only); skipping the
+    # interpreter's teardown saves about 20 ms per query.
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -163,6 +163,12 @@ class TraceStore:
                 f"Could not record the {what} in the trace store {self.path}: {exc}"
             ) from exc
 
+    def ensure_migrated(self) -> None:
+        """Create or migrate the file unless this store object has done so already."""
+        if not self._migrated:
+            with self.connect():
+                pass
+
     def schema_version(self) -> int:
         with self.connect() as con:
             row = con.execute("SELECT max(version) FROM schema_migrations").fetchone()

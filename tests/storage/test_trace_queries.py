@@ -174,15 +174,16 @@ def test_the_console_fills_in_the_latest_runs_as_bound_values(store):
         store,
         "SELECT DISTINCT run_id, $previous_run AS before FROM spans WHERE run_id = $latest_run",
     )
-    assert result.frame.to_dict("records") == [
-        {"run_id": second.run_id, "before": first.run_id}
-    ]
+    assert result.frame.to_dict("records") == [{"run_id": second.run_id, "before": first.run_id}]
     # The shipped span tree example uses it: every span of the newest run and no other.
     [tree_example] = [q for q in SavedQueries.examples() if q.title.startswith("Span tree")]
     spans = run_read_only(store, tree_example.sql).frame
-    assert len(spans) == run_read_only(
-        store, f"SELECT count(*) AS n FROM spans WHERE run_id = '{second.run_id}'"
-    ).frame["n"].iloc[0]
+    assert (
+        len(spans)
+        == run_read_only(store, f"SELECT count(*) AS n FROM spans WHERE run_id = '{second.run_id}'")
+        .frame["n"]
+        .iloc[0]
+    )
     with pytest.raises(QueryRefused, match=r"Unknown value \$secret; the console fills in"):
         run_read_only(store, "SELECT $secret AS x")
 

@@ -41,6 +41,7 @@ from storage.traces import (
     process_alive,
 )
 from storage.traces import store as trace_store
+from storage.traces import writer as writer_module
 from storage.traces.file_keeper import keeper_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -765,8 +766,11 @@ def test_cli_runs_flags_interrupted_runs_and_resume_refuses_unknown_ones(tmp_pat
 
 
 def test_an_evaluations_writer_does_not_wait_for_commits_and_its_calls_are_reusable_at_once(
-    tmp_path,
+    tmp_path, monkeypatch
 ):
+    # A live OTLP export reads the finished run, so it does wait; none is configured here
+    # (an earlier test may have loaded the exporter, which counts as configured).
+    monkeypatch.setattr(writer_module, "live_export_wanted", lambda: False)
     store = TraceStore(tmp_path / "traces.duckdb")
     # Runs that do not wait for their commit, and a batch that waits a minute to grow.
     writer = TraceWriter(store, sync_finish=False, linger_s=60.0)
