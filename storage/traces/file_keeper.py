@@ -153,11 +153,12 @@ class FileKeeper:
     # -- the watcher thread, alive while the file is held ------------------------------------
     def _watch(self) -> None:
         request = request_path(self.path)
+        me = threading.current_thread()
         with self._cond:
             while self._anchor is not None:
                 self._cond.wait(self.poll_s)
-                if self._anchor is None:
-                    return
+                if self._anchor is None or self._watcher is not me:
+                    return  # closed, or closed and opened again: that anchor has its own
                 now = time.monotonic()
                 if not self._handing_off and now - self._anchored_at >= self.min_hold_s:
                     self._handing_off = request.exists()
