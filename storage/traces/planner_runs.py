@@ -24,7 +24,7 @@ from typing import Any
 
 from engine.errors import TraceStoreError
 from storage.otlp_hook import export_when_configured
-from storage.traces.rows import redacted
+from storage.traces.rows import RECORDED_RUN_COLUMNS, redacted
 from storage.traces.schema import PLANNER_KINDS
 from storage.traces.store import TraceStore
 
@@ -77,10 +77,6 @@ class PlannerRunData:
 
 
 #: The columns each row below fills, in order.
-RUN_COLUMNS = (
-    "run_id", "session_id", "task", "status", "stop_reason", "answer", "input_tokens",
-    "output_tokens", "started_at", "finished_at", "plan_json", "cost_usd", "kind",
-)  # fmt: skip
 NODE_COLUMNS = (
     "run_id", "node_id", "title", "model", "status", "output", "error", "input_tokens",
     "output_tokens", "started_at", "finished_at", "cost_usd", "strategy", "samples", "note",
@@ -172,7 +168,7 @@ def record_planner_run(
     store.insert_whole(
         kind,
         [
-            ("runs", RUN_COLUMNS, [run_row]),
+            ("runs", RECORDED_RUN_COLUMNS, [run_row]),
             ("node_executions", NODE_COLUMNS, [node_row]),
             ("model_calls", CALL_COLUMNS, call_rows),
         ],

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from storage.traces.rows import redacted
+from storage.traces.rows import RECORDED_RUN_COLUMNS, redacted
 from storage.traces.store import TraceStore
 
 #: ``runs.kind`` of a playground run.
@@ -71,10 +71,6 @@ class PlaygroundVariantRow:
 
 
 #: The columns each row below fills, in order.
-RUN_COLUMNS = (
-    "run_id", "session_id", "task", "status", "stop_reason", "answer", "input_tokens",
-    "output_tokens", "started_at", "finished_at", "plan_json", "cost_usd", "kind",
-)  # fmt: skip
 NODE_COLUMNS = (
     "run_id", "node_id", "title", "model", "status", "output", "error", "input_tokens",
     "output_tokens", "started_at", "finished_at", "cost_usd", "strategy", "samples", "note",
@@ -197,7 +193,7 @@ def record_playground_run(
     store.insert_whole(
         "playground run",
         [
-            ("runs", RUN_COLUMNS, [run_row]),
+            ("runs", RECORDED_RUN_COLUMNS, [run_row]),
             ("node_executions", NODE_COLUMNS, node_rows),
             ("model_calls", CALL_COLUMNS, call_rows),
         ],

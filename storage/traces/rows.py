@@ -26,6 +26,30 @@ from engine.run.events import (
 )
 
 #: Column order the writers use (explicit, so a later migration may add columns anywhere).
+RUN_COLUMNS = (
+    "run_id",
+    "session_id",
+    "task",
+    "status",
+    "started_at",
+    "plan_json",
+    "caps_json",
+    "resumed_from",
+    "pid",
+    "forked_from",
+    "forked_at_node",
+    "stop_reason",
+    "answer",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "finished_at",
+)
+#: The run row of a run recorded whole (a planner action, playground variants).
+RECORDED_RUN_COLUMNS = (
+    "run_id", "session_id", "task", "status", "stop_reason", "answer", "input_tokens",
+    "output_tokens", "started_at", "finished_at", "plan_json", "cost_usd", "kind",
+)  # fmt: skip
 NODE_COLUMNS = (
     "run_id",
     "node_id",
@@ -267,4 +291,12 @@ def collapse(events: Iterable[Event], state: WriterState) -> Rows:
 # of a running node
 _NO_END = (None, None, 0.0, None, None, None, None, None, None, None, False)
 
-__all__ = ["CALL_COLUMNS", "NODE_COLUMNS", "Rows", "WriterState", "collapse"]
+__all__ = [
+    "CALL_COLUMNS",
+    "NODE_COLUMNS",
+    "RECORDED_RUN_COLUMNS",
+    "RUN_COLUMNS",
+    "Rows",
+    "WriterState",
+    "collapse",
+]

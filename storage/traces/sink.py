@@ -11,7 +11,14 @@ import duckdb
 import pyarrow as pa
 
 from engine.run.events import RunContinued, RunEdited, RunFinished, RunPaused
-from storage.traces.rows import CALL_COLUMNS, NODE_ARROW_SCHEMA, NODE_COLUMNS, Rows, redacted
+from storage.traces.rows import (
+    CALL_COLUMNS,
+    NODE_ARROW_SCHEMA,
+    NODE_COLUMNS,
+    RUN_COLUMNS,
+    Rows,
+    redacted,
+)
 
 _MERGE_NODES = f"""
     INSERT INTO node_executions ({", ".join(NODE_COLUMNS)})
@@ -40,25 +47,6 @@ _MERGE_NODES = f"""
 
 
 #: The columns each appender writes, in order.
-RUN_COLUMNS = (
-    "run_id",
-    "session_id",
-    "task",
-    "status",
-    "started_at",
-    "plan_json",
-    "caps_json",
-    "resumed_from",
-    "pid",
-    "forked_from",
-    "forked_at_node",
-    "stop_reason",
-    "answer",
-    "input_tokens",
-    "output_tokens",
-    "cost_usd",
-    "finished_at",
-)
 _COLUMNS = {"runs": RUN_COLUMNS, "node_executions": NODE_COLUMNS, "model_calls": CALL_COLUMNS}
 
 

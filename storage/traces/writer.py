@@ -95,7 +95,6 @@ class TraceWriter:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._state = WriterState()
-        self._connected = False
         #: Counters for tests and benchmarks: batches committed, events written, rows written,
         #: failed write attempts.
         self.stats = {
@@ -221,11 +220,6 @@ class TraceWriter:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    @property
-    def connected(self) -> bool:
-        """Whether the writer holds the file open right now (it lets go when idle)."""
-        return self._connected
-
     # -- the background side -----------------------------------------------------------------
     def _wake(self) -> None:
         """Called with the lock held: make sure a thread will look at the queue."""
@@ -243,7 +237,6 @@ class TraceWriter:
 
         def give_back() -> None:
             nonlocal con, sink
-            self._connected = False
             if con is not None:
                 keeper.give_back(con)
             con, sink = None, None
@@ -267,7 +260,6 @@ class TraceWriter:
                     if con is None:
                         con = keeper.borrow(self.store.open_connection)
                         sink = Sink(con)
-                        self._connected = True
                     state = self._state.copy()
                     rows = collapse(batch, state)
                     assert sink is not None
