@@ -98,6 +98,7 @@ def summary_of(report: EvaluationReport, extra: dict[str, Any] | None = None) ->
         "status": report.status,
         "error": report.error,
         "configurations": report.rows(),
+        "by_difficulty": report.level_rows(),
         "frontier": {"usd": report.frontier("usd"), "tokens": report.frontier("tokens")},
         "extra": extra or {},
     }

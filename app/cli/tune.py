@@ -72,7 +72,12 @@ def register(commands: Subparsers) -> None:
         "eval", help="run a plan over a dataset: accuracy, cost, frontier", parents=[pool, caps]
     )
     evl.add_argument("file", help=_FILE_HELP)
-    evl.add_argument("dataset", help="CSV/JSONL file, or a shipped one: arithmetic, capitals ...")
+    evl.add_argument(
+        "dataset",
+        help="CSV/JSONL/Parquet file or Hugging Face layout folder, a shipped one (arithmetic,"
+        " capitals ...), or a generated one: gym:word_sorting, gym:chain_sum (see `datasets`)",
+    )
+    _dataset_options(evl)
     evl.add_argument(
         "--strategy",
         action="append",
@@ -84,11 +89,15 @@ def register(commands: Subparsers) -> None:
     evl.add_argument("--chart", help="write the accuracy-vs-cost chart (HTML/PNG/JSON) here")
     evl.set_defaults(handler=evaluate_plan)
 
+    lst = commands.add_parser("datasets", help="list shipped and generated datasets")
+    lst.set_defaults(handler=list_datasets)
+
     sea = commands.add_parser(
         "search", help="search model + strategy + budget per node", parents=[pool, caps]
     )
     sea.add_argument("file", help=_FILE_HELP)
-    sea.add_argument("dataset", help="CSV/JSONL file, or a shipped one")
+    sea.add_argument("dataset", help="a file, a shipped dataset or gym:FAMILY (see eval)")
+    _dataset_options(sea)
     sea.add_argument("--budget", type=float, required=True, help="most cost per example")
     choice_option(sea, "--cost", literal=_cost_units, default="tokens")
     choice_option(sea, "--method", literal=_methods, default="coordinate")
@@ -103,6 +112,42 @@ def register(commands: Subparsers) -> None:
     sea.add_argument("--apply", action="store_true", help="write the best assignment's plan")
     sea.add_argument("-o", "--output", help="where --apply writes (default: the plan file)")
     sea.set_defaults(handler=search_plan)
+
+
+def _dataset_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=0, help="gym:*: the generator's seed")
+    parser.add_argument(
+        "--difficulty", default="1", help="gym:*: levels 1-5, e.g. 2, 1-3 or 1,3 (default 1)"
+    )
+    parser.add_argument(
+        "--per-level", type=int, default=10, help="gym:*: examples per level (default 10)"
+    )
+    parser.add_argument("--split", help="a Hugging Face layout folder's split (default: test)")
+
+
+def _dataset(args: argparse.Namespace):
+    from app.services import tuning
+    from engine.tune.datasets import parse_levels
+
+    return tuning.dataset_named(
+        args.dataset,
+        seed=args.seed,
+        levels=parse_levels(args.difficulty),
+        per_level=args.per_level,
+        split=args.split,
+    )
+
+
+def list_datasets(args: argparse.Namespace) -> int:
+    """The shipped datasets and the families a ``gym:`` dataset can be generated from."""
+    from engine.tune.datasets import shipped_datasets
+    from engine.tune.datasets.generated import RECOMMENDED, generated_families
+
+    print("shipped: " + ", ".join(shipped_datasets()))
+    print("generated (gym:NAME), fitting the bundled model: " + ", ".join(RECOMMENDED))
+    others = [name for name in generated_families() if name not in RECOMMENDED]
+    print(f"generated, all other families ({len(others)}): " + ", ".join(others))
+    return 0
 
 
 def allocate_plan(args: argparse.Namespace) -> int:
@@ -135,7 +180,7 @@ def evaluate_plan(args: argparse.Namespace) -> int:
 
     workspace = Workspace()
     plan = read_plan(args.file)
-    dataset = tuning.dataset_named(args.dataset)
+    dataset = _dataset(args)
     caps = caps_from(args, None)
     configurations = tuning.configurations_for(plan, args.strategy or [tuning.AS_IS], caps)
     checker = CheckerConfig(kind=args.checker)
@@ -153,6 +198,10 @@ def evaluate_plan(args: argparse.Namespace) -> int:
     print_table(report.rows(), ["configuration", "n", "accuracy", "mean_tokens",
                                 "mean_cost_usd", "mean_latency_s", "cost_of_pass_tokens",
                                 "cost_of_pass_usd", "replayed"])  # fmt: skip
+    if report.difficulty_levels():
+        print("by difficulty level:")
+        print_table(report.level_rows(), ["difficulty", "configuration", "n", "accuracy",
+                                          "mean_tokens", "cost_of_pass_tokens"])  # fmt: skip
     unit = tuning.cost_unit_of(report)
     print(f"pareto frontier (accuracy vs {unit}): {', '.join(report.frontier(unit)) or '-'}")
     print(f"evaluation id: {report.evaluation_id} ({report.status})")
@@ -179,7 +228,7 @@ def search_plan(args: argparse.Namespace) -> int:
         [int(tokens) for tokens in args.max_tokens.split(",")],
         nodes=args.nodes.split(",") if args.nodes else None,
     )
-    dataset = tuning.first_examples(tuning.dataset_named(args.dataset), args.limit)
+    dataset = tuning.first_examples(_dataset(args), args.limit)
     proposer = tuning.models_named(workspace, [args.proposer])[0][1] if args.proposer else None
     request = tuning.SearchRequest(
         plan=plan,

@@ -25,6 +25,7 @@ from engine.models import Backend, registry_backend_factory
 from engine.plan import ModelRef, Plan
 from engine.plan.compute_config import strategy_from_spec
 from engine.run.budget import RunCaps
+from engine.tune.datasets import GENERATED_PREFIX, GeneratedSpec, generate_dataset, is_generated
 from engine.tune.dev_search import CostUnit, DatasetEvaluator, SearchMethod, run_search
 from engine.tune.evaluation import (
     CheckerConfig,
@@ -54,10 +55,23 @@ _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 # -- inputs -> engine objects ----------------------------------------------------------------
-def dataset_named(name_or_path: str) -> Dataset:
-    """A shipped dataset by name (``capitals``, ``arithmetic`` ...), else a CSV/JSONL file."""
+def dataset_named(
+    name_or_path: str,
+    *,
+    seed: int = 0,
+    levels: Sequence[int] | None = None,
+    per_level: int = 10,
+    split: str | None = None,
+) -> Dataset:
+    """A generated dataset (``gym:word_sorting``: ``per_level`` examples at each of ``levels``
+    from ``seed``), a shipped one by name (``capitals``, ``arithmetic`` ...), or the
+    analyst's CSV / JSONL / Parquet file or Hugging Face layout folder (``split``)."""
+    if is_generated(name_or_path):
+        family = name_or_path[len(GENERATED_PREFIX) :]
+        spec = GeneratedSpec(family, seed, tuple(levels or (1,)), per_level)
+        return generate_dataset(spec)
     shipped = shipped_datasets()
-    return load_dataset(shipped.get(name_or_path, name_or_path))
+    return load_dataset(shipped.get(name_or_path, name_or_path), split=split)
 
 
 def load_upload(data_dir: Path, name: str, data: bytes) -> Dataset:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -34,7 +35,10 @@ JUDGE_INSTRUCTIONS = load_prompt("check_judge")
 JUDGE_GENERATION = GenerationConfig(temperature=0.0, max_tokens=160, seed=0)
 
 
-CheckerKind = Literal["exact", "normalised", "numeric", "regex", "judge"]
+#: A dataset scorer's value that counts as right (its scores are floats; 1.0 is full marks).
+FULL_MARKS = 0.999
+
+CheckerKind = Literal["exact", "normalised", "numeric", "regex", "judge", "dataset"]
 
 
 class CheckerConfig(BaseModel):
@@ -44,7 +48,8 @@ class CheckerConfig(BaseModel):
         "normalised",
         description="exact: same text after trimming; normalised: same after normalisation"
         " (whole output or its first line); numeric: last numbers equal within tolerances;"
-        " regex: the expected answer is a pattern found in the output; judge: a model decides.",
+        " regex: the expected answer is a pattern found in the output; judge: a model decides;"
+        " dataset: the dataset's own scorer (generated datasets), right when it gives full marks.",
     )
     abs_tol: float = Field(
         1e-6, ge=0.0, le=1e12, description="numeric: absolute tolerance of the comparison."
@@ -102,7 +107,12 @@ def _judge(output: str, expected: str, judge: Backend) -> CheckResult:
 
 
 def check_answer(
-    output: str | None, expected: str, checker: CheckerConfig, *, judge: Backend | None = None
+    output: str | None,
+    expected: str,
+    checker: CheckerConfig,
+    *,
+    judge: Backend | None = None,
+    score: Callable[[str], float] | None = None,
 ) -> CheckResult:
     """Whether ``output`` answers ``expected`` by ``checker``'s rule.
 
@@ -116,6 +126,9 @@ def check_answer(
       multi-line); an invalid pattern raises ``CheckError``.
     - judge: ``judge`` (required) answers JSON ``{"correct": bool, "reason": str}`` given the
       expected answer and the output; an answer that is not such JSON counts as incorrect.
+    - dataset: ``score`` (required: the dataset's own scorer, 0 to 1) gives full marks. A
+      generated family's scorer knows what the task accepts (any valid order, a partly sorted
+      list's partial credit ...); partial credit counts as wrong and its value is the detail.
 
     No output (None or blank) is incorrect with detail "no answer".
     """
@@ -149,6 +162,13 @@ def check_answer(
         if judge is None:
             raise CheckError("The judge checker needs a judge model; none was given.")
         return _judge(output, expected, judge)
+    if kind == "dataset":
+        if score is None:
+            raise CheckError(
+                "The dataset checker needs a dataset with its own scorer (a generated one)."
+            )
+        value = score(output)
+        return CheckResult(value >= FULL_MARKS, f"scored {value:.2f} by the dataset's scorer")
     raise CheckError(f"Unknown checker kind {kind!r}.")
 
 

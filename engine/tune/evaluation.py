@@ -48,6 +48,7 @@ from engine.tune.datasets import (
     INPUT_ALIASES,
     Dataset,
     Example,
+    Scorer,
     load_dataset,
     select_examples,
     shipped_datasets,
@@ -100,13 +101,15 @@ def _outcome(
     error: str | None,
     checker: CheckerConfig,
     judge: Backend | None,
+    scorer: Scorer | None = None,
 ) -> ExampleOutcome:
     output = result.answer if result is not None else None
     # A "suspect" run answered (with a warning): its answer is checked like any other.
     if result is not None and error is None and not result.answered:
         error = f"run {result.status}: {result.stop_reason or 'no reason given'}"
+    score = None if scorer is None else (lambda answer: scorer(answer, example))
     try:
-        verdict = check_answer(output, example.expected, checker, judge=judge)
+        verdict = check_answer(output, example.expected, checker, judge=judge, score=score)
     except Exception as exc:  # a broken judge must not end the evaluation
         verdict = CheckResult(False, f"the checker failed: {user_message(exc)}")
     detail = verdict.detail
@@ -125,6 +128,7 @@ def _outcome(
         latency_s=result.wall_s if result is not None else 0.0,
         replayed=result.replayed if result is not None else False,
         error=error,
+        difficulty=example.difficulty,
     )
 
 
@@ -168,6 +172,11 @@ def evaluate(
                 compile_pattern(example.expected)
             except CheckError as exc:
                 raise CheckError(f"Example {example.id!r} of {dataset.name}: {exc}") from exc
+    if checker.kind == "dataset" and dataset.scorer is None:
+        raise EvaluationError(
+            f"The dataset checker needs a dataset with its own scorer; {dataset.name} has none "
+            "(generated datasets have one): choose another checker."
+        )
     if checker.kind == "judge" and judge is None:
         judge = backend_for(checker.judge_model or ModelRef())
     evaluation_id = evaluation_id or new_evaluation_id()
@@ -195,7 +204,8 @@ def evaluate(
         for job, result, job_error in finished_jobs:
             if cancel.is_set() and result is not None and result.status == "cancelled":
                 continue  # cut short: not an attempt
-            outcome = _outcome(job, by_id[job.example_id], result, job_error, checker, judge)
+            example = by_id[job.example_id]
+            outcome = _outcome(job, example, result, job_error, checker, judge, dataset.scorer)
             outcomes[job.configuration].append(outcome)
             if on_outcome is not None:
                 on_outcome(outcome)

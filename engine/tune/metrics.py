@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -37,6 +37,8 @@ class ExampleOutcome:
     #: Every call came from recorded outcomes; nothing was computed again.
     replayed: bool
     error: str | None = None
+    #: The example's difficulty level (1-5) where the dataset gives one.
+    difficulty: int | None = None
 
 
 @dataclass
@@ -158,6 +160,25 @@ class EvaluationReport:
     def outcomes(self) -> list[ExampleOutcome]:
         """Every outcome, configuration by configuration."""
         return [outcome for result in self.results for outcome in result.outcomes]
+
+    def difficulty_levels(self) -> list[int]:
+        return sorted({o.difficulty for o in self.outcomes() if o.difficulty is not None})
+
+    def at_level(self, level: int) -> EvaluationReport:
+        """The same report over the examples of difficulty ``level`` only."""
+        results = [
+            summarise(r.name, [o for o in r.outcomes if o.difficulty == level])
+            for r in self.results
+        ]
+        return replace(self, results=results)
+
+    def level_rows(self) -> list[dict[str, Any]]:
+        """``rows()`` per difficulty level, each with its ``difficulty`` (empty without levels)."""
+        return [
+            {"difficulty": level, **row}
+            for level in self.difficulty_levels()
+            for row in self.at_level(level).rows()
+        ]
 
 
 # -- chart -----------------------------------------------------------------------------------
