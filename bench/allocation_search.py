@@ -1,14 +1,20 @@
-"""Per-node allocation search vs the exhaustive optimum, on recorded (SIMULATED) outcomes.
+"""Per-node allocation search vs the exhaustive optimum, on recorded outcome tables: the
+SIMULATED one and the REAL ones side by side.
 
 Loads ``bench/data/outcome_table.json.gz`` (4 nodes × 5 options = 625 assignments × 60
-examples, written by ``bench/make_outcome_table.py``; simulated, no model was run) and, for
-three budgets (the 30th, 50th and 80th percentile of the assignments' mean cost per example),
-runs side by side in one process:
+examples, written by ``bench/make_outcome_table.py``; simulated, no model was run) and every
+complete real table ``bench/data/real_outcomes_*.json.gz`` (3 nodes × 4 options = 64
+assignments × 42 generated examples, every run made with the bundled model by
+``bench/record_outcomes.py``; an incomplete one is reported and skipped), and, for three
+budgets (the 30th, 50th and 80th percentile of the assignments' mean cost per example), runs
+side by side in one process:
 
 * ``exhaustive``: all 625 assignments, the optimum every other row is divided by;
 * ``uniform``: the best assignment with the same option on every node (the uniform baseline);
-* ``coordinate descent`` and ``successive halving``, each capped at 10% of 625 trials
+* ``coordinate descent`` and ``successive halving``, each capped at 10% of the assignments
   (successive halving also as the mean over 10 seeds, since one seed can be lucky);
+* ``random search`` with the same number of trials (mean of 10 seeds): the bar the methods
+  must clear to be worth their logic;
 * ``llm-guided`` (AgentTTS-style) with the bundled model, only with ``--llm`` (20 trials; takes
   minutes on 2 cores; run it as ``flock /tmp/arbor-model.lock .venv/bin/python ...``), next to
   its control: the same search without a model, where every round is a random mutation of the
@@ -18,7 +24,7 @@ Trials are full-dataset evaluations: successive halving's partial runs count as 
 examples they ran, so "evals" is comparable across methods. The target is >= 95% of the
 optimum's accuracy with <= 10% of the exhaustive trials. Usage::
 
-    .venv/bin/python bench/allocation_search.py [--table PATH] [--llm] [--llm-trials 20]
+    .venv/bin/python bench/allocation_search.py [--table PATH ...] [--llm] [--llm-trials 20]
 """
 
 from __future__ import annotations
@@ -47,10 +53,12 @@ from engine.tune.search import (
     coordinate_descent,
     exhaustive,
     llm_guided_search,
+    random_search,
     successive_halving,
 )
 
-DEFAULT_TABLE = Path(__file__).resolve().parent / "data" / "outcome_table.json.gz"
+DATA = Path(__file__).resolve().parent / "data"
+DEFAULT_TABLE = DATA / "outcome_table.json.gz"
 PERCENTILES = (30, 50, 80)
 TRIAL_SHARE = 0.10
 TARGET_RATIO = 0.95
@@ -192,6 +200,16 @@ def _compare(
             optimum,
         )
     )
+    rows.append(
+        _mean_row(
+            f"random search, mean of {SEEDS} seeds",
+            lambda seed: random_search(
+                space, TableEvaluator(table), budget=budget, max_trials=cap, seed=seed
+            ),
+            percentile,
+            optimum,
+        )
+    )
     if backend is not None:
         # The control: the same search with every model call failing, so every round is a
         # mutation of the best so far. The model earns its cost only if it beats this.
@@ -213,38 +231,57 @@ def _compare(
     return rows
 
 
+def default_tables() -> list[Path]:
+    return [DEFAULT_TABLE, *sorted(DATA.glob("real_outcomes_*.json.gz"))]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--table", type=Path, default=DEFAULT_TABLE)
+    parser.add_argument("--table", type=Path, action="append", help="default: all of bench/data")
     parser.add_argument("--llm", action="store_true", help="also run llm-guided search")
     parser.add_argument("--llm-trials", type=int, default=20)
     args = parser.parse_args()
-
-    table = OutcomeTable.load(args.table)
-    space = table.space
-    size = space.size
-    cap = max(1, int(TRIAL_SHARE * size))
-    simulated = " (SIMULATED outcomes)" if table.metadata.get("simulated") else ""
-    print(
-        f"table: {args.table.name}{simulated}: {len(space.nodes)} nodes, "
-        f"{' x '.join(str(len(o)) for o in space.options.values())} = {size} assignments, "
-        f"{table.n_examples} examples, cost in {table.cost_unit} per example"
-    )
     backend = None
     if args.llm:
         from engine.models import backend_for
         from engine.plan.model_settings import ModelRef
 
         backend = backend_for(ModelRef())
+    verdicts: list[str] = []
+    for path in args.table or default_tables():
+        verdicts.extend(_one_table(path, backend, args.llm_trials))
+    print()
+    print("\n".join(verdicts))
+    return 0
 
+
+def _one_table(path: Path, backend: Backend | None, llm_trials: int) -> list[str]:
+    table = OutcomeTable.load(path)
+    space = table.space
+    size = space.size
+    kind = (
+        "SIMULATED"
+        if "make_outcome_table" in str(table.metadata) or path == DEFAULT_TABLE
+        else "REAL"
+    )
+    print(f"\n=== {path.name} ({kind}) ===")
+    if not table.complete:
+        print(f"incomplete: {len(table)} of {size} assignments recorded; skipped")
+        return [f"{path.name} ({kind}): incomplete ({len(table)} of {size}), not compared"]
+    cap = max(1, int(TRIAL_SHARE * size))
+    print(
+        f"{len(space.nodes)} nodes, "
+        f"{' x '.join(str(len(o)) for o in space.options.values())} = {size} assignments, "
+        f"{table.n_examples} examples, cost in {table.cost_unit} per example"
+    )
     costs = list(table.assignment_costs().values())
     rows: list[Row] = []
     for percentile in PERCENTILES:
-        llm_trials = min(cap, args.llm_trials)
         rows.extend(
-            _compare(table, percentile, budget_at(costs, percentile), cap, backend, llm_trials)
+            _compare(
+                table, percentile, budget_at(costs, percentile), cap, backend, min(cap, llm_trials)
+            )
         )
-
     print()
     width = max(len(f"{row.method} @p{row.percentile}") for row in rows)
     header = (
@@ -261,20 +298,19 @@ def main() -> int:
             f"{ratio:>7} {row.trials_used:>6.1f} {row.evaluations:>6.1f} "
             f"{row.evaluations / size:>9.3f} {row.seconds:>7.2f}"
         )
-    print()
-    print("exhaustive is the reference: every acc/opt above divides by its accuracy")
+    verdicts = []
     for method in dict.fromkeys(row.method for row in rows if row.method != "exhaustive"):
         mine = [row for row in rows if row.method == method]
         met = sum(row.meets(size) for row in mine)
         worst = min((row.ratio or 0.0) for row in mine)
         most = max(row.evaluations for row in mine) / size
         verdict = "MET" if met == len(mine) else "NOT met"
-        print(
-            f"target (>= {TARGET_RATIO:.0%} of optimum with <= {TRIAL_SHARE:.0%} of trials) "
-            f"{verdict:<7} for {method}: {met}/{len(mine)} budgets, worst acc/opt {worst:.3f}, "
-            f"most evals/exhaustive {most:.3f}"
+        verdicts.append(
+            f"{path.name} ({kind}): target (>= {TARGET_RATIO:.0%} of optimum with <= "
+            f"{TRIAL_SHARE:.0%} of trials) {verdict:<7} for {method}: {met}/{len(mine)} "
+            f"budgets, worst acc/opt {worst:.3f}, most evals/exhaustive {most:.3f}"
         )
-    return 0
+    return verdicts
 
 
 if __name__ == "__main__":

@@ -62,6 +62,8 @@ PER_LEVEL = 14
 #: (short, long) output budgets per family: the short one truncates some answers.
 BUDGETS = {"word_sorting": (12, 40), "chain_sum": (2, 12)}
 STRATEGIES = ("single", "single", "sc3", "sc5")
+#: few_shot_plan's nodes, in the plan's order (the table's assignment order).
+NODE_IDS = ("final", "draft", "check")
 CAPS = RunCaps(total_tokens=100_000, max_tokens_per_node=64)
 
 
@@ -133,8 +135,6 @@ def provenance(family: str, spec: GeneratedSpec, space: SearchSpace) -> dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tqdm import tqdm
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", default="word_sorting")
     parser.add_argument("--seed", type=int, default=SEED)
@@ -146,26 +146,44 @@ def main(argv: list[str] | None = None) -> int:
         help="where the runs and the call cache live (default: bench/.recording/FAMILY)",
     )
     args = parser.parse_args(argv)
-    family = args.family
-    out = args.out or table_path(family)
-    spec = GeneratedSpec(family, args.seed, LEVELS, args.per_level)
+    return record(
+        args.family, seed=args.seed, per_level=args.per_level, out=args.out,
+        workspace=args.workspace,
+    )  # fmt: skip
+
+
+def record(
+    family: str,
+    *,
+    seed: int = SEED,
+    per_level: int = PER_LEVEL,
+    out: Path | None = None,
+    workspace: Path | None = None,
+    only: list[dict[str, int]] | None = None,
+) -> int:
+    """Record every assignment (or those in ``only``) not yet in the table; 0 when done."""
+    from tqdm import tqdm
+
+    scores_file = node_scores_path(family) if out is None else out.with_suffix(".nodes.json")
+    out = out or table_path(family)
+    spec = GeneratedSpec(family, seed, LEVELS, per_level)
     dataset = generate_dataset(spec)
     plan = few_shot_plan(family)
     plan.default_generation = plan.default_generation.model_copy(update={"seed": SAMPLING_SEED})
     node_ids = [node.id for node, _ in plan.iter_nodes()]
     space = build_space(family, node_ids)
-    workspace = Workspace(args.workspace or WORKSPACES / family)
+    store = Workspace(workspace or WORKSPACES / family)
 
     table = OutcomeTable(space, len(dataset), "tokens", provenance(family, spec, space))
-    scores_file = node_scores_path(family) if args.out is None else out.with_suffix(".nodes.json")
     node_scores: dict[str, Any] = {}
     if out.exists():
         table = OutcomeTable.load(out)
         if scores_file.exists():
             node_scores = _read_json(scores_file)
-    todo = [a for a in space.all_assignments() if a not in table]
+    wanted = only if only is not None else list(space.all_assignments())
+    todo = [a for a in wanted if a not in table]
     started = time.monotonic()
-    calls_before = _calls(workspace)
+    calls_before = _calls(store)
     bar = tqdm(
         total=len(todo) * len(dataset), unit="run", desc=f"{family} ({len(todo)} assignments)"
     )
@@ -177,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             dataset,
             [PlanConfiguration(name=name, plan=configured, caps=CAPS)],
             checker,
-            runner=LocalPool(workspace),
+            runner=LocalPool(store),
             on_outcome=lambda _outcome: bar.update(1),
         )
         if report.status != "completed":
@@ -188,15 +206,16 @@ def main(argv: list[str] | None = None) -> int:
             assignment,
             [Outcome(o.correct, float(o.tokens), o.tokens, o.latency_s) for o in outcomes],
         )
-        node_scores[name] = _score_nodes(workspace, dataset, outcomes)
+        node_scores[name] = _score_nodes(store, dataset, outcomes)
         table.metadata["recording_s"] = round(
             table.metadata.get("recording_s", 0) + time.monotonic() - started, 1
         )
+        table.metadata["recorded_assignments"] = len(table)
         started = time.monotonic()
         table.save(out)
         _write_json(scores_file, node_scores)
     bar.close()
-    calls = _calls(workspace) - calls_before
+    calls = _calls(store) - calls_before
     seconds = table.metadata.get("recording_s")
     print(f"{out}: {len(table)} of {space.size} assignments × {table.n_examples} examples; "
           f"{calls} model calls made this time; recording so far {seconds} s")  # fmt: skip

@@ -32,7 +32,7 @@ from pathlib import Path
 from engine.plan import Plan
 from engine.run.allocation import allocate
 from engine.run.budget import RunCaps
-from engine.tune import datasets
+from engine.tune.datasets import files as datasets
 
 DEFAULTS_FILE = "defaults.json"
 #: The bundled model on two CPU cores (measured; see README "Speed").

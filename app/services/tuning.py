@@ -78,7 +78,7 @@ def load_upload(data_dir: Path, name: str, data: bytes) -> Dataset:
     """Write an uploaded dataset to ``<data_dir>/uploads/`` and load it.
 
     Raises ``DatasetError`` (the message names the upload, not the stored copy) when it is not
-    a usable ``.csv`` or ``.jsonl`` file.
+    a usable ``.csv``, ``.jsonl`` or ``.parquet`` file.
     """
     safe = _UNSAFE_NAME.sub("_", Path(name).name).strip("._") or "upload"
     target = Path(data_dir) / UPLOADS_DIR / safe

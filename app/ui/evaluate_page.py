@@ -26,6 +26,8 @@ from app.ui.tables import readable_frame
 from app.ui.widgets import field_bounds
 from engine.errors import ArborError
 from engine.plan import ModelRef, Plan
+from engine.tune.datasets import GENERATED_PREFIX
+from engine.tune.datasets.generated import RECOMMENDED
 from engine.tune.dev_search import CostUnit, SearchMethod
 from engine.tune.evaluation import (
     CheckerConfig,
@@ -37,6 +39,7 @@ from engine.tune.evaluation import (
     load_dataset,
     shipped_datasets,
 )
+from engine.tune.metrics import level_failure_correlation
 from engine.tune.search import SearchSpace, TrialResult
 from storage.evaluations import list_evaluations
 
@@ -54,9 +57,10 @@ CHECKER_LABELS = {
     "numeric": "number within tolerance",
     "regex": "regex (expected is a pattern)",
     "judge": "LLM judge",
+    "dataset": "the dataset's own scorer (generated datasets)",
 }
 COST_UNITS = {"tokens": "tokens per example", "usd": "$ per example"}
-UPLOAD = "Upload a CSV or JSONL file…"
+UPLOAD = "Upload a CSV, JSONL or Parquet file…"
 WORKBENCH = "workbench"
 FLASH_KEY = "evaluate_flash"
 
@@ -101,6 +105,8 @@ st.subheader("Plan")
 shipped_plans = tuning.shipped_eval_plans()
 # Shipped datasets, then the analyst's own ("Add to dataset" writes them into the data dir).
 datasets = {**shipped_datasets(), **annotations.workspace_datasets(ws.root)}
+# Generated on this machine from a seed and difficulty levels (reasoning-gym), listed by name.
+generated_names = [f"{GENERATED_PREFIX}{family}" for family in RECOMMENDED]
 sources = ([WORKBENCH] if session.plan is not None else []) + list(shipped_plans)
 fits = eval_estimate.dataset_defaults()
 
@@ -117,11 +123,12 @@ def _defaults_follow_dataset(*, plan_too: bool = True) -> None:
 
 
 def _dataset_follows_plan() -> None:
-    """A shipped plan is written for the shipped dataset of the same name: pick that one,
-    and the checker that dataset declares."""
+    """A shipped plan is written for the shipped dataset of the same name (or the generated
+    one that declares it): pick that one, and the checker that dataset declares."""
     chosen = st.session_state.get("eval_plan_source")
-    if chosen in datasets:
-        st.session_state.eval_dataset = chosen
+    written_for = [name for name, fit in fits.items() if fit.plan == chosen]
+    if chosen in datasets or written_for:
+        st.session_state.eval_dataset = chosen if chosen in datasets else written_for[0]
         _defaults_follow_dataset(plan_too=False)
 
 
@@ -167,11 +174,12 @@ if "eval_dataset" not in st.session_state and source in datasets:
 data_col, limit_col = st.columns([3, 1])
 dataset_choice = data_col.selectbox(
     "Dataset",
-    [*datasets, UPLOAD],
+    [*datasets, *generated_names, UPLOAD],
     key="eval_dataset",
     on_change=_defaults_follow_dataset,
-    help="Shipped with Arbor, or your file. A shipped dataset brings the plan and checker "
-    "that fit it (assets/datasets/defaults.json); change them after if you like.",
+    help="Shipped with Arbor, generated here (gym:*, procedural tasks with difficulty levels), "
+    "or your file. A shipped or generated dataset brings the plan and checker that fit it "
+    "(assets/datasets/defaults.json); change them after if you like.",
 )
 limit = int(
     limit_col.number_input(
@@ -180,16 +188,40 @@ limit = int(
 )
 dataset: Dataset | None = None
 running_n = 0
-if dataset_choice == UPLOAD:
+if dataset_choice in generated_names:
+    seed_col, level_col, per_col = st.columns([1, 2, 1])
+    seed = int(seed_col.number_input("Seed", 0, 2**31 - 1, 0, key="eval_gen_seed"))
+    levels = level_col.multiselect(
+        "Difficulty levels",
+        [1, 2, 3, 4, 5],
+        default=[1, 2, 3],
+        key="eval_gen_levels",
+        help="1 is easiest. The same seed and levels give the same examples on any machine; "
+        "results are shown per level.",
+    )
+    per_level = int(per_col.number_input("Per level", 1, 1000, 5, key="eval_gen_per_level"))
+    if not levels:
+        st.info("Choose at least one difficulty level.")
+    else:
+        try:
+            dataset = tuning.dataset_named(
+                dataset_choice, seed=seed, levels=levels, per_level=per_level
+            )
+        except DatasetError as exc:
+            st.error(f"This dataset cannot be generated: {exc}")
+        if limit and dataset is not None:
+            st.caption("'Examples to run' takes the first ones: the lowest level first.")
+elif dataset_choice == UPLOAD:
     upload = st.file_uploader(
         "Dataset file",
-        type=["csv", "jsonl"],
+        type=["csv", "jsonl", "parquet"],
         key="eval_upload",
         help="Columns (any case): input (or question, prompt), expected (or answer, target, "
-        "output), optional id. CSV needs a header row; JSONL one object a line.",
+        "output), optional id and difficulty (1-5). CSV needs a header row; JSONL one object "
+        "a line; Parquet as the Hugging Face datasets layout writes it.",
     )
     if upload is None:
-        st.info("Choose a .csv or .jsonl file with an input and an expected column.")
+        st.info("Choose a .csv, .jsonl or .parquet file with an input and an expected column.")
     else:
         try:
             dataset = tuning.load_upload(ws.root, upload.name, upload.getvalue())
@@ -360,6 +392,46 @@ def metrics_frame(report: EvaluationReport, unit: str) -> pd.DataFrame:
     )
 
 
+def show_levels(report: EvaluationReport, unit: str) -> None:
+    """Accuracy and cost per difficulty level, per configuration, and each level's frontier."""
+    levels = report.difficulty_levels()
+    if not levels:
+        return
+    st.markdown("#### By difficulty level")
+    frame = pd.DataFrame(report.level_rows())
+    st.dataframe(
+        frame[["difficulty", "configuration", "n", "accuracy", "mean_tokens",
+               "mean_cost_usd", "cost_of_pass_tokens", "on_frontier"]],
+        hide_index=True,
+        width="stretch",
+        key="eval_levels_table",
+        column_config={
+            "accuracy": st.column_config.NumberColumn("accuracy", format="percent"),
+            "mean_tokens": st.column_config.NumberColumn("mean tokens", format="%.1f"),
+            "mean_cost_usd": st.column_config.NumberColumn("mean $", format="$%.6f"),
+            "cost_of_pass_tokens": st.column_config.NumberColumn("cost-of-pass (tokens)"),
+        },
+    )  # fmt: skip
+    correlation = level_failure_correlation(report)
+    st.caption(
+        "Does the level predict failure here? Rank correlation between an example's level and "
+        "its failure, per configuration (1: harder always fails more; 0: no relation): "
+        + "; ".join(
+            f"{name} {'undefined (no spread)' if rho is None else f'{rho:+.2f}'}"
+            for name, rho in correlation.items()
+        )
+        + ". On the recorded benchmark runs the planner's own 1-5 rating of a step did not "
+        "predict the step's failures (README, Benchmarks); the measured failure rate per level "
+        "is the signal to allocate by."
+    )
+    tabs = st.tabs([f"Level {level}" for level in levels])
+    for tab, level in zip(tabs, levels, strict=True):
+        at_level = report.at_level(level)
+        if any(result.n for result in at_level.results):
+            tab.altair_chart(accuracy_cost_chart(at_level, unit), width="stretch")
+            tab.caption(f"Frontier at level {level}: {', '.join(at_level.frontier(unit))}.")
+
+
 def show_evaluation(snapshot: dict[str, Any]) -> None:
     if snapshot["error"]:
         st.error(f"The evaluation failed: {snapshot['error']}")
@@ -400,6 +472,7 @@ def show_evaluation(snapshot: dict[str, Any]) -> None:
         )
     else:
         st.info("No example finished, so there is nothing to compare.")
+    show_levels(report, unit)
     with st.expander("Per-example results"):
         st.dataframe(
             pd.DataFrame(

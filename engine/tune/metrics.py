@@ -181,6 +181,48 @@ class EvaluationReport:
         ]
 
 
+# -- does difficulty predict failure? ---------------------------------------------------------
+def _ranks(values: Sequence[float]) -> list[float]:
+    """1-based ranks, ties sharing their mean rank."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for k in range(start, end + 1):
+            ranks[order[k]] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
+
+
+def rank_correlation(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    """Spearman's rank correlation; None when either side has no spread (it is undefined)."""
+    if len(xs) != len(ys):
+        raise ValueError("rank_correlation needs two sequences of the same length")
+    if len(set(xs)) < 2 or len(set(ys)) < 2:
+        return None
+    rx, ry = _ranks(xs), _ranks(ys)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    num = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    den = math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
+    return num / den if den else None
+
+
+def level_failure_correlation(report: EvaluationReport) -> dict[str, float | None]:
+    """Per configuration, the rank correlation between an example's difficulty level and its
+    failure (1 wrong, 0 right): positive when harder levels fail more, as a difficulty signal
+    that is worth allocating by must. Examples without a level are left out."""
+    found: dict[str, float | None] = {}
+    for result in report.results:
+        rated = [o for o in result.outcomes if o.difficulty is not None]
+        found[result.name] = rank_correlation(
+            [float(o.difficulty or 0) for o in rated], [0.0 if o.correct else 1.0 for o in rated]
+        )
+    return found
+
+
 # -- chart -----------------------------------------------------------------------------------
 def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None

@@ -74,6 +74,7 @@ LADDERS: dict[str, list[dict[str, Any]]] = {
 RECOMMENDED = ("word_sorting", "chain_sum")
 
 _SPEC = re.compile(r"^[a-z0-9_]+$")
+_LEVEL = re.compile(r"^[0-9]{1,2}$")
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ def parse_levels(text: str) -> tuple[int, ...]:
     levels: set[int] = set()
     for part in text.replace(" ", "").split(","):
         bounds = part.split("-")
-        if not part or len(bounds) > 2 or not all(b.isdigit() and len(b) <= 2 for b in bounds):
+        if not part or len(bounds) > 2 or not all(_LEVEL.match(b) for b in bounds):
             raise DatasetError(
                 f"Difficulty {text[:40]!r} is not a level list: write 2, 1-3 or 1,3,5 (levels 1-5)."
             )

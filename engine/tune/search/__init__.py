@@ -27,7 +27,7 @@ Modules: ``space`` (options, assignments), ``trials`` (results, comparison, the 
 cache), one per method (``coordinate``, ``halving``, ``llm_guided``, ``baselines``).
 """
 
-from engine.tune.search.baselines import best_uniform, exhaustive
+from engine.tune.search.baselines import best_uniform, exhaustive, random_search
 from engine.tune.search.coordinate import coordinate_descent
 from engine.tune.search.halving import (
     ESTIMATE_SLACK,
@@ -87,6 +87,7 @@ __all__ = [
     "proposal_messages",
     "proposal_prompt",
     "proposal_schema",
+    "random_search",
     "strategy_short_label",
     "successive_halving",
 ]

@@ -1,6 +1,10 @@
-"""The baselines: every assignment (the optimum) and the best uniform assignment."""
+"""The baselines: every assignment (the optimum), the best uniform assignment, and random
+search (as many distinct assignments drawn at random as a method is allowed trials: the bar a
+search method must clear to be worth its logic)."""
 
 from __future__ import annotations
+
+import random
 
 from engine.tune.search.space import SearchSpace
 from engine.tune.search.trials import Evaluator, SearchResult, TrialLog
@@ -30,4 +34,18 @@ def best_uniform(space: SearchSpace, evaluator: Evaluator, *, budget: float) -> 
     return trials.result("uniform", "space exhausted")
 
 
-__all__ = ["best_uniform", "exhaustive"]
+def random_search(
+    space: SearchSpace, evaluator: Evaluator, *, budget: float, max_trials: int, seed: int = 0
+) -> SearchResult:
+    """``max_trials`` distinct assignments drawn uniformly at random (seeded), each on every
+    example; the best one within ``budget`` wins."""
+    if max_trials < 1:
+        raise ValueError(f"max_trials must be at least 1, not {max_trials!r}")
+    trials = TrialLog(space, evaluator, budget, max_trials, None, None)
+    everything = list(space.all_assignments())
+    for assignment in random.Random(seed).sample(everything, min(max_trials, len(everything))):
+        trials.evaluate(assignment, note="random")
+    return trials.result("random search", "max_trials")
+
+
+__all__ = ["best_uniform", "exhaustive", "random_search"]

@@ -129,3 +129,79 @@ def test_search_saves_each_trial_with_the_search_id_and_its_number(tmp_path):
     assert extras and [extra["trial"] for extra in extras] == list(range(1, len(extras) + 1))
     assert {extra["search_id"] for extra in extras} == {search_id}
     assert all(extra["method"] == "coordinate" and extra["assignment"] for extra in extras)
+
+
+WORD_SORTING_PLAN = ROOT / "assets" / "examples" / "eval_plans" / "gym_word_sorting.json"
+
+
+def test_datasets_lists_shipped_and_generated_families(tmp_path):
+    done = _cli(tmp_path / "data", "datasets")
+    assert done.returncode == 0, done.stderr
+    assert "shipped: arithmetic, capitals, units" in done.stdout
+    assert "fitting the bundled model: word_sorting, chain_sum" in done.stdout
+    assert "gcd" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["gym:word_sortng"], "No generated dataset family 'word_sortng'. Did you mean"),
+        (["gym:word_sorting", "--difficulty", "9"], "Difficulty levels go from 1 to 5"),
+        (["gym:word_sorting", "--per-level", "0"], "Examples per level must be from 1"),
+        (["gym:word_sorting", "--difficulty", "x"], "is not a level list"),
+    ],
+)
+def test_a_bad_generated_dataset_is_a_one_line_error(tmp_path, args, message):
+    done = _cli(tmp_path / "data", "eval", str(WORD_SORTING_PLAN), *args, "--checker", "dataset")
+    assert done.returncode != 0
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.model
+def test_eval_on_a_generated_dataset_reports_each_level_with_useful_answers(tmp_path):
+    data = tmp_path / "data"
+    done = _cli(
+        data, "eval", str(WORD_SORTING_PLAN), "gym:word_sorting", "--difficulty", "1-2",
+        "--per-level", "3", "--seed", "0", "--checker", "dataset",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    by_level = done.stdout.split("by difficulty level:")[1]
+    levels = [line.split()[0] for line in by_level.strip().splitlines()[1:3]]
+    assert levels == ["1", "2"]
+    evaluation_id = re.search(r"evaluation id: (\S+)", done.stdout).group(1)
+    store = Workspace(data).traces
+    summary = load_summary(store, evaluation_id)
+    assert [row["difficulty"] for row in summary["by_difficulty"]] == [1, 2]
+    from storage.evaluations import load_results
+
+    results = load_results(store, evaluation_id)
+    assert len(results) == 6 and sum(r["correct"] for r in results) >= 1
+    for row in results:  # answers are word lists, not the prompt echoed back
+        assert row["output"] and "Q:" not in row["output"] and "sort" not in row["output"]
+        assert "," in row["output"]
+
+
+@pytest.mark.model
+def test_eval_reads_a_users_parquet_file_in_the_hugging_face_layout(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "capitals-hf" / "data"
+    folder.mkdir(parents=True)
+    questions = {
+        "question": [
+            "What is the capital of France? Answer with one word.",
+            "What is the capital of Japan? Answer with one word.",
+            "What is the capital of Italy? Answer with one word.",
+        ],
+        "answer": ["Paris", "Tokyo", "Rome"],
+    }
+    pq.write_table(pa.table(questions), folder / "test-00000-of-00001.parquet")
+    done = _cli(
+        tmp_path / "data", "eval", str(CAPITALS_PLAN), str(folder.parent), "--checker",
+        "normalised",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = _table(done.stdout)
+    assert rows["plan"]["n"] == "3" and float(rows["plan"]["accuracy"]) >= 2 / 3 - 1e-9

@@ -14,7 +14,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app.services.tuning import load_upload
-from engine.tune import datasets
+from engine.tune.datasets import files as datasets
 from engine.tune.evaluation import DatasetError, shipped_datasets
 from storage.evaluations import list_evaluations, load_summary
 from storage.workspace import Workspace
@@ -85,6 +85,22 @@ def test_a_bad_upload_is_refused_naming_the_file_and_line(tmp_path):
         load_upload(tmp_path, "empty.jsonl", b"\n")
     good = load_upload(tmp_path, "../two.jsonl", b'{"input": "1+1", "expected": "2"}\n')
     assert len(good) == 1 and Path(good.source).parent == tmp_path / "uploads"
+
+
+def test_a_parquet_upload_is_read_and_a_broken_one_refused_by_its_name(tmp_path):
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"question": ["2+2?"], "answer": [4], "level": [2]}), buffer)
+    good = load_upload(tmp_path, "mine.parquet", buffer.getvalue())
+    assert [(e.input, e.expected, e.difficulty) for e in good.examples] == [("2+2?", "4", 2)]
+    with pytest.raises(DatasetError) as refused:
+        load_upload(tmp_path, "broken.parquet", b"PAR1 not really PAR1")
+    assert "broken.parquet: not a readable Parquet file" in str(refused.value)
+    assert str(tmp_path) not in str(refused.value)
 
 
 def test_a_broken_dataset_shows_its_error_and_the_page_keeps_working(tmp_path, monkeypatch):
@@ -255,3 +271,48 @@ def test_an_estimate_of_calls_tokens_and_time_stands_next_to_the_run_button(page
     assert tokens >= 12 * 8  # every call may write its 8-token limit, on top of its prompt
     page.multiselect(key="eval_configs").set_value([]).run()
     assert not [c for c in page.caption if c.value.startswith("At most ")]
+
+
+def test_a_generated_dataset_brings_its_plan_and_checker_and_levels(page):
+    page.selectbox(key="eval_dataset").set_value("gym:word_sorting").run()
+    assert not page.exception and not page.error
+    assert page.selectbox(key="eval_plan_source").value == "gym_word_sorting"
+    assert page.selectbox(key="eval_checker").value == "dataset"
+    page.multiselect(key="eval_gen_levels").set_value([1, 3])
+    page.number_input(key="eval_gen_per_level").set_value(4).run()
+    assert any("8 examples, 8 will run" in e.label for e in page.expander)
+    assert not page.button(key="run_eval").disabled
+    page.multiselect(key="eval_gen_levels").set_value([]).run()
+    assert any("at least one difficulty level" in i.value for i in page.info)
+    assert page.button(key="run_eval").disabled
+    # Choosing the plan written for the other generated family follows it.
+    page.selectbox(key="eval_plan_source").set_value("gym_chain_sum").run()
+    assert page.selectbox(key="eval_dataset").value == "gym:chain_sum"
+
+
+@pytest.mark.model
+def test_an_evaluation_on_a_generated_dataset_shows_each_level(page, tmp_path):
+    page.selectbox(key="eval_dataset").set_value("gym:word_sorting").run()
+    page.multiselect(key="eval_gen_levels").set_value([1, 2])
+    page.number_input(key="eval_gen_per_level").set_value(3)
+    page.multiselect(key="eval_configs").set_value(["single"]).run()
+    page.button(key="run_eval").click().run()
+    job = page.session_state.eval_job
+    _wait(page, lambda at: _metrics(at) is not None, "the evaluation")
+    levels = next(
+        f.value for f in page.dataframe if {"difficulty", "configuration"} <= set(f.value.columns)
+    )
+    assert list(levels["difficulty"]) == [1, 2] and list(levels["n"]) == [3, 3]
+    assert [t.label for t in page.tabs] == ["Level 1", "Level 2"]
+    summary = load_summary(Workspace(tmp_path).traces, job)
+    assert summary is not None
+    saved = {row["difficulty"]: row for row in summary["by_difficulty"]}
+    for row in levels.to_dict("records"):
+        assert math.isclose(row["accuracy"], saved[row["difficulty"]]["accuracy"])
+    answers = next(
+        f.value for f in page.dataframe if {"expected", "output"} <= set(f.value.columns)
+    )
+    # Useful, not an echo: the three-node plan answers with a word list, never the prompt.
+    for output in answers["output"]:
+        assert output and "Q:" not in output and "sort" not in output.lower()
+    assert answers["correct"].sum() >= 1

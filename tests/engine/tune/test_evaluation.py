@@ -226,7 +226,7 @@ def test_csv_and_jsonl_aliases_and_default_ids(tmp_path: Path) -> None:
         ("a.csv", 'input,expected\n"multi\nline",b\n,d\n', ":4: the 'input' is empty"),
         ("a.csv", "id,input,expected\n1,a,b\n1,c,d\n", ":3: id '1' is used again"),
         ("a.csv", "input,input,expected\na,b,c\n", ":1: the header repeats a column"),
-        ("a.txt", "input,expected\n", "must be a .csv or .jsonl file"),
+        ("a.txt", "input,expected\n", "must be a .csv, .jsonl or .parquet file"),
     ],
 )
 def test_malformed_datasets_are_refused_naming_file_and_line(

@@ -44,6 +44,7 @@ from engine.tune.search import (
     parse_proposal,
     proposal_prompt,
     proposal_schema,
+    random_search,
     successive_halving,
 )
 
@@ -572,3 +573,21 @@ def test_real_bundled_model_proposes_valid_assignments_within_the_rules(bundled_
         assert t.note.startswith(("start", "llm proposal", "fallback: "))
     assert result.best is None or result.best.cost <= budget
     assert all("model error" not in t.note for t in result.trials), [t.note for t in result.trials]
+
+
+def test_random_search_tries_distinct_assignments_and_keeps_the_best_within_budget(small):
+    budget = mid_budget(small)
+    found = random_search(small.space, TableEvaluator(small), budget=budget, max_trials=5, seed=1)
+    tried = [tuple(sorted(t.assignment.items())) for t in found.trials]
+    assert len(tried) == len(set(tried)) == 5
+    assert found.best is not None and found.best.cost <= budget
+    feasible = [t for t in found.trials if t.cost <= budget]
+    assert found.best.accuracy == max(t.accuracy for t in feasible)
+    again = random_search(small.space, TableEvaluator(small), budget=budget, max_trials=5, seed=1)
+    other = random_search(small.space, TableEvaluator(small), budget=budget, max_trials=5, seed=2)
+    assert [t.assignment for t in again.trials] == [t.assignment for t in found.trials]
+    assert [t.assignment for t in other.trials] != [t.assignment for t in found.trials]
+    whole = random_search(small.space, TableEvaluator(small), budget=budget, max_trials=99)
+    assert len(whole.trials) == small.space.size
+    with pytest.raises(ValueError, match="max_trials"):
+        random_search(small.space, TableEvaluator(small), budget=budget, max_trials=0)
