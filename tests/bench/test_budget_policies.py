@@ -89,16 +89,19 @@ def test_a_policy_that_beats_uniform_at_the_same_tokens_shows_a_positive_differe
     assert math.isclose(rows["uniform 3"]["cost_of_pass"], 80 / 0.6)
 
 
-@pytest.mark.parametrize("family", ["chain_sum"])
-def test_the_recorded_table_is_complete_real_and_agrees_with_its_node_scores(family):
+@pytest.mark.parametrize(("family", "recorded"), [("chain_sum", 64), ("word_sorting", 4)])
+def test_the_recorded_table_is_real_and_agrees_with_its_node_scores(family, recorded):
     table = OutcomeTable.load(table_path(family))
-    assert table.complete and table.n_examples == 42 and len(table) == 64
+    assert table.n_examples == 42 and len(table) == recorded
+    assert table.complete == (recorded == 64)
     meta = table.metadata
     assert meta["source"].startswith("recorded") and len(meta["model_sha256"]) == 64
     assert meta["seeds"] == {"dataset": 7, "sampling": 11} and meta["recording_s"] > 0
     scores = json.loads(gzip.decompress(node_scores_path(family).read_bytes()))
-    assert len(scores) == 64
+    assert len(scores) == recorded
     for assignment in table.space.all_assignments():
+        if assignment not in table:
+            continue
         name = "-".join(str(assignment[node]) for node in NODE_IDS)
         final = scores[name]["final"]
         # The pipeline's answer is the final node's output, scored by the same scorer.
@@ -124,3 +127,28 @@ def test_per_example_policies_give_harder_examples_more_and_are_evaluated_per_ex
     choice = [{"x": 0, "y": 0}, {"x": 3, "y": 3}]
     rows = {row["policy"]: row for row in compare(table, [*uniform, ("mixed", choice)])}
     assert rows["mixed"]["accuracy"] == 1.0 and rows["mixed"]["tokens"] == 50
+
+
+@pytest.mark.model
+def test_the_recorder_resumes_and_a_rerun_calls_no_model(tmp_path):
+    from bench.record_outcomes import _calls, record
+    from storage.workspace import Workspace
+
+    out = tmp_path / "table.json.gz"
+    store = tmp_path / "store"
+    first = dict.fromkeys(NODE_IDS, 0)
+    second = {**first, "final": 1}
+    assert record("chain_sum", per_level=1, out=out, workspace=store, only=[first]) == 0
+    table = OutcomeTable.load(out)
+    assert len(table) == 1 and first in table and table.n_examples == 3
+    made = _calls(Workspace(store))
+    assert made >= 9  # three nodes, three examples, one call each
+    # A second assignment that changes only the final node re-runs only the final node.
+    assert record("chain_sum", per_level=1, out=out, workspace=store, only=[first, second]) == 0
+    table = OutcomeTable.load(out)
+    assert len(table) == 2 and _calls(Workspace(store)) - made == 3
+    # Asking again records nothing and calls nothing.
+    calls = _calls(Workspace(store))
+    assert record("chain_sum", per_level=1, out=out, workspace=store, only=[first, second]) == 0
+    assert _calls(Workspace(store)) == calls
+    assert json.loads(gzip.decompress(out.read_bytes()))["metadata"]["recorded_assignments"] == 2

@@ -436,3 +436,32 @@ def test_no_api_key_value_lands_in_sessions_or_traces(
             "SELECT count(*) FROM runs WHERE contains(plan_json, 'ARBOR_TEST_REMOTE_KEY')"
         ).fetchone()[0]
     assert names == 1  # the variable's name is traced, its value is not
+
+
+def test_the_model_registry_is_read_again_only_when_its_file_changes(tmp_path, monkeypatch):
+    import os
+
+    from storage import workspace as workspace_module
+    from storage.workspace import Workspace
+
+    reads = []
+    real = workspace_module.registry_backend_factory
+
+    def counting(root):
+        reads.append(root)
+        return real(root)
+
+    monkeypatch.setattr(workspace_module, "registry_backend_factory", counting)
+    ws = Workspace(tmp_path)
+    ws._registry_factory()
+    ws._registry_factory()
+    assert len(reads) == 1
+    registry = tmp_path / "models.json"
+    registry.write_text("{broken", encoding="utf-8")
+    _, problem = ws._registry_factory()
+    assert len(reads) == 2 and problem is not None and "not valid JSON" in problem
+    registry.write_text('{"format": "arbor-models", "version": 1, "models": []}', encoding="utf-8")
+    info = registry.stat()
+    os.utime(registry, ns=(info.st_atime_ns, info.st_mtime_ns + 1_000_000))
+    ws._registry_factory()
+    assert len(reads) == 3

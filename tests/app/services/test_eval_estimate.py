@@ -18,7 +18,9 @@ from engine.tune.evaluation import CheckerKind, load_dataset, shipped_datasets
 
 
 def test_every_shipped_dataset_declares_a_checker_and_a_shipped_plan_that_fit():
-    fits = dataset_defaults()
+    all_fits = dataset_defaults()
+    generated = {name for name in all_fits if name.startswith("gym:")}
+    fits = {name: fit for name, fit in all_fits.items() if name not in generated}
     assert set(fits) == set(shipped_datasets())
     plans = tuning.shipped_eval_plans()
     for fit in fits.values():
@@ -26,6 +28,13 @@ def test_every_shipped_dataset_declares_a_checker_and_a_shipped_plan_that_fit():
         assert fit.plan in plans
         plan = Plan.from_json(plans[fit.plan].read_text(encoding="utf-8"))
         assert len(plan.nodes()) == 1  # a one-node few-shot plan, not a workbench tree
+    # Generated datasets: their family's scorer and the three-node plan written for them.
+    assert generated == {"gym:word_sorting", "gym:chain_sum"}
+    for name in generated:
+        fit = all_fits[name]
+        assert fit.checker == "dataset" and fit.plan == f"gym_{name[4:]}" and fit.plan in plans
+        plan = Plan.from_json(plans[fit.plan].read_text(encoding="utf-8"))
+        assert [node.id for node, _ in plan.iter_nodes()] == ["final", "draft", "check"]
     # Numeric answers get the numeric checker.
     for name, fit in fits.items():
         expected = [example.expected for example in load_dataset(shipped_datasets()[name]).examples]
