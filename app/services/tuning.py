@@ -181,7 +181,7 @@ def best_result(report: EvaluationReport, cost: CostUnit):
 
 def cost_unit_of(report: EvaluationReport) -> CostUnit:
     """Dollars when any configuration cost money, else tokens (local models are free)."""
-    return "usd" if any(result.mean_cost_usd for result in report.results) else "tokens"
+    return "usd" if report.cost_unit() == "usd" else "tokens"
 
 
 # -- running and saving ----------------------------------------------------------------------

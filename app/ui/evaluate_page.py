@@ -399,6 +399,7 @@ def show_levels(report: EvaluationReport, unit: str) -> None:
         return
     st.markdown("#### By difficulty level")
     frame = pd.DataFrame(report.level_rows())
+    frame["cost_of_pass_tokens"] = [_cost_text(v, "tokens") for v in frame["cost_of_pass_tokens"]]
     st.dataframe(
         frame[["difficulty", "configuration", "n", "accuracy", "mean_tokens",
                "mean_cost_usd", "cost_of_pass_tokens", "on_frontier"]],
@@ -409,7 +410,8 @@ def show_levels(report: EvaluationReport, unit: str) -> None:
             "accuracy": st.column_config.NumberColumn("accuracy", format="percent"),
             "mean_tokens": st.column_config.NumberColumn("mean tokens", format="%.1f"),
             "mean_cost_usd": st.column_config.NumberColumn("mean $", format="$%.6f"),
-            "cost_of_pass_tokens": st.column_config.NumberColumn("cost-of-pass (tokens)"),
+            "cost_of_pass_tokens": st.column_config.TextColumn("cost-of-pass (tokens)"),
+            "on_frontier": st.column_config.CheckboxColumn(f"on the frontier ({unit})"),
         },
     )  # fmt: skip
     correlation = level_failure_correlation(report)

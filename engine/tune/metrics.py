@@ -137,9 +137,13 @@ class EvaluationReport:
         points = [(_cost_of(result, cost), result.accuracy) for result in measured]
         return [measured[i].name for i in pareto_frontier(points)]
 
-    def rows(self) -> list[dict[str, Any]]:
-        """One table row per configuration; ``on_frontier`` is by dollars."""
-        on_frontier = set(self.frontier("usd"))
+    def cost_unit(self) -> str:
+        """Dollars when any configuration cost money, else tokens (local models are free)."""
+        return "usd" if any(result.mean_cost_usd for result in self.results) else "tokens"
+
+    def rows(self, cost: str = "usd") -> list[dict[str, Any]]:
+        """One table row per configuration; ``on_frontier`` is by ``cost`` (dollars)."""
+        on_frontier = set(self.frontier(cost))
         return [
             {
                 "configuration": r.name,
@@ -170,14 +174,16 @@ class EvaluationReport:
             summarise(r.name, [o for o in r.outcomes if o.difficulty == level])
             for r in self.results
         ]
-        return replace(self, results=results)
+        return replace(self, dataset=f"{self.dataset}, level {level}", results=results)
 
     def level_rows(self) -> list[dict[str, Any]]:
-        """``rows()`` per difficulty level, each with its ``difficulty`` (empty without levels)."""
+        """``rows()`` per difficulty level, each with its ``difficulty`` (empty without levels);
+        ``on_frontier`` is by the report's ``cost_unit``."""
+        unit = self.cost_unit()
         return [
             {"difficulty": level, **row}
             for level in self.difficulty_levels()
-            for row in self.at_level(level).rows()
+            for row in self.at_level(level).rows(unit)
         ]
 
 

@@ -187,3 +187,37 @@ def test_the_few_shot_plan_feeds_each_node_into_the_next_and_never_shows_the_ans
             assert prompt.count(f": {example.expected}\n") <= prompt.count("\n\n")
         assert "First answer: DRAFT-OUT\nCorrect answer:" in prompts["check"]
         assert "Answer 1: DRAFT-OUT\nAnswer 2: CHECK-OUT\nFinal answer:" in prompts["final"]
+
+
+def test_a_report_splits_by_level_with_its_own_frontier_and_correlation():
+    from datetime import UTC, datetime
+
+    from engine.tune.metrics import (
+        EvaluationReport,
+        ExampleOutcome,
+        level_failure_correlation,
+        summarise,
+    )
+
+    def outcome(config: str, level: int, correct: bool, tokens: int) -> ExampleOutcome:
+        return ExampleOutcome(
+            config, f"L{level}", "r", "x", "y", correct, "", tokens, 0.0, 0.1, False,
+            difficulty=level,
+        )  # fmt: skip
+
+    cheap = [outcome("cheap", 1, True, 10), outcome("cheap", 2, False, 10)]
+    dear = [outcome("dear", 1, True, 40), outcome("dear", 2, True, 40)]
+    report = EvaluationReport(
+        "e", "gym:x", CheckerConfig(kind="dataset"),
+        [summarise("cheap", cheap), summarise("dear", dear)],
+        datetime.now(UTC), None, "completed",
+    )  # fmt: skip
+    assert report.difficulty_levels() == [1, 2] and report.cost_unit() == "tokens"
+    rows = {(r["difficulty"], r["configuration"]): r for r in report.level_rows()}
+    assert rows[1, "cheap"]["accuracy"] == 1.0 and rows[2, "cheap"]["accuracy"] == 0.0
+    # Level 1: both right, so only the cheap one is on the (token) frontier; level 2: both.
+    assert rows[1, "cheap"]["on_frontier"] and not rows[1, "dear"]["on_frontier"]
+    assert rows[2, "cheap"]["on_frontier"] and rows[2, "dear"]["on_frontier"]
+    assert report.at_level(2).dataset == "gym:x, level 2"
+    correlation = level_failure_correlation(report)
+    assert correlation["cheap"] == pytest.approx(1.0) and correlation["dear"] is None
