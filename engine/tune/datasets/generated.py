@@ -184,13 +184,19 @@ def level_config(family: str, level: int) -> dict[str, Any]:
     }
 
 
+def _one_line(exc: BaseException) -> str:
+    """A generator's error as one line (its own messages can span several)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:200]
+
+
 def _make(family: str, level: int, seed: int, size: int) -> Any:
     config = level_config(family, level)
     try:
         return _reasoning_gym().create_dataset(family, seed=seed, size=size, **config)
     except Exception as exc:  # the generator's own validation (AssertionError, ValueError ...)
         raise DatasetError(
-            f"{GENERATED_PREFIX}{family} level {level} cannot be generated: {exc}"
+            f"{GENERATED_PREFIX}{family} level {level} cannot be generated: {_one_line(exc)}"
         ) from None
 
 
@@ -204,7 +210,8 @@ def _examples(spec: GeneratedSpec, seed_of: Any, generated: _Generated) -> list[
                 entry = dataset[index]
             except Exception as exc:
                 raise DatasetError(
-                    f"{spec.name} level {level} example {index} failed to generate: {exc}"
+                    f"{spec.name} level {level} example {index} failed to generate: "
+                    f"{_one_line(exc)}"
                 ) from None
             example_id = f"L{level}-{index + 1}"
             generated.entries[example_id] = (level, entry)

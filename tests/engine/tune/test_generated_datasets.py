@@ -221,3 +221,22 @@ def test_a_report_splits_by_level_with_its_own_frontier_and_correlation():
     assert report.at_level(2).dataset == "gym:x, level 2"
     correlation = level_failure_correlation(report)
     assert correlation["cheap"] == pytest.approx(1.0) and correlation["dear"] is None
+
+
+def test_a_generator_that_fails_is_a_one_line_error(monkeypatch):
+    from types import SimpleNamespace
+
+    from engine.tune.datasets import generated
+
+    def create_dataset(*args, **kwargs):
+        raise AssertionError("min_words must be\n  at most max_words")
+
+    broken = SimpleNamespace(
+        DATASETS={"word_sorting": None}, CURRICULA={}, create_dataset=create_dataset
+    )
+    monkeypatch.setattr(generated, "_reasoning_gym", lambda: broken)
+    with pytest.raises(DatasetError) as caught:
+        generate_dataset(GeneratedSpec("word_sorting", 0, (1,), 2))
+    assert str(caught.value) == (
+        "gym:word_sorting level 1 cannot be generated: min_words must be at most max_words"
+    )
