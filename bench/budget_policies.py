@@ -48,7 +48,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.record_outcomes import DATA, LEVELS, SEED, node_scores_path, table_path
+from bench.record_outcomes import DATA, LEVELS, SEED, node_scores_path, read_json, table_path
 from engine.tune.metrics import rank_correlation
 from engine.tune.outcome_table import OutcomeTable
 
@@ -192,18 +192,24 @@ def _monotone(xs: Sequence[float], ys: Sequence[float]) -> tuple[list[float], li
     return out_x, out_y
 
 
+Curve = tuple[list[float], list[float]]
+
+
+def _uniform_curve(table: OutcomeTable, uniform: list[Assignment], sample: Sequence[int]) -> Curve:
+    """Uniform's best accuracy reachable at each token level, on ``sample``."""
+    points = [_metrics(table, u, sample) for u in uniform]
+    return _monotone([t for _, t in points], [a for a, _ in points])
+
+
 def _evaluate_point(
-    table: OutcomeTable, uniform: list[Assignment], assignment: Choice, sample: Sequence[int]
+    table: OutcomeTable, curve: Curve, assignment: Choice, sample: Sequence[int]
 ) -> dict[str, float | None]:
     accuracy, tokens = _metrics(table, assignment, sample)
-    curve = [_metrics(table, u, sample) for u in uniform]
-    xs, ys = _monotone([t for _, t in curve], [a for a, _ in curve])
+    xs, ys = curve
     at_tokens = _interpolate(xs, ys, tokens)
     # Tokens uniform needs for this accuracy: the inverse of the (monotone) curve.
     at_accuracy = None
-    for (x0, y0), (x1, y1) in zip(
-        zip(xs, ys, strict=True), list(zip(xs, ys, strict=True))[1:], strict=False
-    ):
+    for (x0, y0), (x1, y1) in itertools.pairwise(zip(xs, ys, strict=True)):
         if y0 <= accuracy <= y1 and y1 > y0:
             at_accuracy = x0 + (x1 - x0) * (accuracy - y0) / (y1 - y0)
             break
@@ -237,13 +243,19 @@ def compare(
     uniform = [a for name, a in points if name.startswith("uniform") and isinstance(a, dict)]
     rng = random.Random(seed)
     samples = [[rng.randrange(n) for _ in range(n)] for _ in range(RESAMPLES)]
+    # Uniform's curve depends only on the resample: computed once per resample, not per policy.
+    whole = _uniform_curve(table, uniform, everyone)
+    curves = [_uniform_curve(table, uniform, sample) for sample in samples]
     rows = []
     for name, assignment in points:
         if any(a not in table for a in _per_example(assignment, n)):
             rows.append({"policy": name, "assignment": assignment, "missing": True})
             continue
-        found = _evaluate_point(table, uniform, assignment, everyone)
-        boot = [_evaluate_point(table, uniform, assignment, s) for s in samples]
+        found = _evaluate_point(table, whole, assignment, everyone)
+        boot = [
+            _evaluate_point(table, curve, assignment, sample)
+            for curve, sample in zip(curves, samples, strict=True)
+        ]
         intervals = {
             key: _interval([b[key] for b in boot])  # type: ignore[misc]
             for key in ("accuracy", "tokens", "delta_accuracy", "token_change", "cost_of_pass")
@@ -270,13 +282,6 @@ def correlation_with_interval(
     return rho, _interval(boot)
 
 
-def _load_json(path: Path) -> Any:
-    import gzip
-
-    raw = path.read_bytes()
-    return json.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
-
-
 def report(family: str, rate: bool, record_missing: bool = False) -> dict[str, Any]:
     if record_missing:
         # The policies' assignments only (not the whole table): uniform first, because the
@@ -290,7 +295,7 @@ def report(family: str, rate: bool, record_missing: bool = False) -> dict[str, A
     if rate or not ratings_path(family).exists():
         ratings_path(family).write_text(json.dumps(rate_examples(family, per_level)) + "\n")
     ratings: dict[str, list[int | None]] = json.loads(ratings_path(family).read_text())
-    node_scores: dict[str, dict[str, str]] = _load_json(node_scores_path(family))
+    node_scores: dict[str, dict[str, str]] = read_json(node_scores_path(family))
     reference = "-".join("1" for _ in nodes)  # uniform option 1: single call, long budget
     failures = {node: [1 - int(c) for c in node_scores[reference][node]] for node in nodes}
     rated = {

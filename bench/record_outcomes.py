@@ -27,6 +27,7 @@ call cache makes a half-finished one cheap). A progress bar shows runs done and 
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import json
 import platform
@@ -179,7 +180,7 @@ def record(
     if out.exists():
         table = OutcomeTable.load(out)
         if scores_file.exists():
-            node_scores = _read_json(scores_file)
+            node_scores = read_json(scores_file)
     wanted = only if only is not None else list(space.all_assignments())
     todo = [a for a in wanted if a not in table]
     started = time.monotonic()
@@ -213,7 +214,7 @@ def record(
         table.metadata["recorded_assignments"] = len(table)
         started = time.monotonic()
         table.save(out)
-        _write_json(scores_file, node_scores)
+        write_json(scores_file, node_scores)
     bar.close()
     calls = _calls(store) - calls_before
     seconds = table.metadata.get("recording_s")
@@ -241,16 +242,13 @@ def _calls(workspace: Workspace) -> int:
     return int(row[0]) if row else 0
 
 
-def _read_json(path: Path) -> Any:
-    import gzip
-
+def read_json(path: Path) -> Any:
+    """A JSON file, gzip-compressed or not (the node-score files)."""
     raw = path.read_bytes()
     return json.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
 
 
-def _write_json(path: Path, payload: Any) -> None:
-    import gzip
-
+def write_json(path: Path, payload: Any) -> None:
     data = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
     if path.suffix == ".gz":
         data = gzip.compress(data, mtime=0)
