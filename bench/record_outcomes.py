@@ -183,6 +183,11 @@ def record(
             node_scores = read_json(scores_file)
     wanted = only if only is not None else list(space.all_assignments())
     todo = [a for a in wanted if a not in table]
+    if len(table) and todo:  # a resumed recording says with which code it went on
+        table.metadata.setdefault("resumed", []).append(
+            {"arbor_version": _arbor_version(), "on": datetime.now(UTC).strftime("%Y-%m-%d"),
+             "recorded_before": len(table)}
+        )  # fmt: skip
     started = time.monotonic()
     calls_before = _calls(store)
     bar = tqdm(

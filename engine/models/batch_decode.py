@@ -50,6 +50,7 @@ import llama_cpp._internals as llama_internals
 import numpy as np
 
 from engine.errors import CallCancelled, ModelCallFailed
+from engine.models import kept_prompts
 
 #: Prompt tokens per ``llama_decode`` while prefilling. About 0.3 s of work here (prompt
 #: processing runs near 400 tokens/s), which bounds how late a cancel can land.
@@ -93,8 +94,9 @@ class SequenceOutput:
     grammar_resamples: int = 0
 
 
-def enable_parallel_sequences(llama: Any, n_seq_max: int) -> None:
-    """Give ``llama`` a context that can hold ``n_seq_max`` sequences in one unified KV cache.
+def enable_parallel_sequences(llama: Any, n_seq_max: int, kept_contexts: int = 0) -> None:
+    """Give ``llama`` a context that can hold ``n_seq_max`` sequences in one unified KV cache,
+    and up to ``kept_contexts`` more contexts like it that keep other prompts (``kept_prompts``).
 
     ``Llama`` creates its context with one sequence and no way to ask for more (only
     embedding mode sets ``n_seq_max``), so the context is rebuilt with the same parameters
@@ -102,16 +104,27 @@ def enable_parallel_sequences(llama: Any, n_seq_max: int) -> None:
     cells, so a shared prompt is stored once; it does not slow single-sequence decoding.
     """
     params = llama.context_params
-    if params.n_seq_max >= n_seq_max and params.kv_unified:
-        return
-    params.n_seq_max = n_seq_max
-    params.kv_unified = True
-    old = llama._ctx
-    # Build the new one first: if llama.cpp refuses, the model keeps its working context.
-    llama._ctx = llama_internals.LlamaContext(model=llama._model, params=params, verbose=False)
-    old.close()
-    llama.n_tokens = 0
-    llama._requires_eval = True
+    if params.n_seq_max < n_seq_max or not params.kv_unified:
+        params.n_seq_max = n_seq_max
+        params.kv_unified = True
+        old = llama._ctx
+        # Build the new one first: if llama.cpp refuses, the model keeps its working context.
+        llama._ctx = llama_internals.LlamaContext(model=llama._model, params=params, verbose=False)
+        old.close()
+        llama.n_tokens = 0
+        llama._requires_eval = True
+    close_kept_contexts(llama)
+    llama._arbor_kept = kept_prompts.KeptPrompts(
+        kept_contexts,
+        lambda: llama_internals.LlamaContext(model=llama._model, params=params, verbose=False),
+    )
+
+
+def close_kept_contexts(llama: Any) -> None:
+    """Free ``llama``'s kept contexts (before ``llama.close()``)."""
+    kept = getattr(llama, "_arbor_kept", None)
+    if kept is not None:
+        kept.close()
 
 
 def max_sequences(llama: Any) -> int:
@@ -377,12 +390,8 @@ def _reusable_prefix(llama: Any, prompt: Sequence[int]) -> int:
     exactly the chunks a fresh call would have decoded keeps a seed's output the same whether
     or not an earlier call left its prompt behind.
     """
-    n = min(int(llama.n_tokens), len(prompt))
-    mismatch = np.flatnonzero(llama.input_ids[:n] != np.asarray(prompt[:n], dtype=np.intc))
-    if mismatch.size:
-        n = int(mismatch[0])
-    n = min(n, len(prompt) - 1)  # the last prompt token's logits start the generation
-    return n - n % PREFILL_CHUNK
+    held = llama.input_ids[: int(llama.n_tokens)]
+    return kept_prompts.shared_chunks(held, np.asarray(prompt, dtype=np.intc), PREFILL_CHUNK)
 
 
 def _check_cancel(cancel: threading.Event | None, first: _Sequence, where: str) -> None:
@@ -424,6 +433,9 @@ def decode(
         raise ValueError(f"{n_seq} sequences, the context holds {max_sequences(llama)}")
     if not prompt:
         raise ModelCallFailed("The rendered prompt is empty.")
+    kept = getattr(llama, "_arbor_kept", None)
+    if kept is not None:
+        kept.switch_for(llama, np.asarray(prompt, dtype=np.intc), PREFILL_CHUNK)
     ctx = llama.ctx
     vocab = llama._model.vocab
     memory = llama_cpp.llama_get_memory(ctx)

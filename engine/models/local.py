@@ -13,7 +13,9 @@ trained on; beyond that the call fails and says the numbers.
 
 Generation runs on llama.cpp's low-level batch API (``engine.models.batch_decode``): tokens
 stream to ``on_token``, ``cancel`` is checked between tokens, and ``complete_samples`` decodes a
-node's N samples as one batch over a prompt decoded once.
+node's N samples as one batch over a prompt decoded once. A loaded model keeps up to
+``KEPT_CONTEXTS`` more contexts holding other prompts already read (``kept_prompts``), counted
+in its memory estimate.
 
 Over 500 lines: the memory-bounded model cache and the backend that takes models from it share
 one lock discipline and are read together.
@@ -48,6 +50,10 @@ MIN_CONTEXT = 2048
 #: Sequences one batched decode holds (the context is built for this many). More samples
 #: than this run in groups.
 MAX_SEQUENCES = 8
+#: Contexts a loaded model keeps besides its own, each holding another prompt already read
+#: (``engine.models.kept_prompts``): a few-shot plan's draft, check and final prompts each keep
+#: their worked examples. Fewer where the memory limit has no room for them.
+KEPT_CONTEXTS = 3
 #: Share of physical memory the model cache may use when ``ARBOR_MODEL_MEMORY_MB`` is unset;
 #: the rest is left to the UI, DuckDB and the operating system.
 DEFAULT_MEMORY_FRACTION = 0.5
@@ -125,20 +131,36 @@ def read_model_shape(path: Path) -> ModelShape:
     )
 
 
-def estimate_model_bytes(shape: ModelShape, n_ctx: int) -> int:
-    """Memory a model loaded with ``n_ctx`` takes: weights + KV cache + logits + scratch.
-
-    Estimated from the header rather than measured as RSS: RSS is per process, not per model,
-    it is only known after loading (too late to make room), and mmapped weights count only
-    once touched. The weights are the file (mmapped, all touched by the first decode), the KV
-    cache is f16 K and V for every layer and position, the logits buffer holds one row of
-    ``n_vocab`` floats per sequence. ``COMPUTE_OVERHEAD_BYTES`` covers llama.cpp's scratch.
-    """
+def estimate_context_bytes(shape: ModelShape, n_ctx: int) -> int:
+    """Memory one ``llama_context`` of ``n_ctx`` tokens takes: KV cache + logits + scratch."""
     kv = shape.kv_bytes_per_token * n_ctx
     logits = shape.n_vocab * 4 * MAX_SEQUENCES
     if shape.kv_bytes_per_token == 0:  # unreadable header: assume a quarter more than the file
         kv = shape.file_size // 4
-    return shape.file_size + kv + logits + COMPUTE_OVERHEAD_BYTES
+    return kv + logits + COMPUTE_OVERHEAD_BYTES
+
+
+def kept_contexts_for(shape: ModelShape, n_ctx: int) -> int:
+    """Contexts a model keeps besides its own: ``KEPT_CONTEXTS`` where one costs at most half
+    the weights, else none (a long context on a big model is better spent elsewhere)."""
+    return KEPT_CONTEXTS if 2 * estimate_context_bytes(shape, n_ctx) <= shape.file_size else 0
+
+
+def estimate_model_bytes(shape: ModelShape, n_ctx: int, kept_contexts: int | None = None) -> int:
+    """Memory a model loaded with ``n_ctx`` takes: weights + its contexts.
+
+    Estimated from the header rather than measured as RSS: RSS is per process, not per model,
+    it is only known after loading (too late to make room), and mmapped weights count only
+    once touched. The weights are the file (mmapped, all touched by the first decode); each
+    context holds an f16 K and V cache for every layer and position, one row of ``n_vocab``
+    logits per sequence, and llama.cpp's scratch (``COMPUTE_OVERHEAD_BYTES``). A model has its
+    own context plus ``kept_contexts`` (default: ``kept_contexts_for``); the estimate came to
+    110 MB per context for the bundled model at 2,048 tokens, where each extra one grew the
+    process by 62-65 MB.
+    """
+    if kept_contexts is None:
+        kept_contexts = kept_contexts_for(shape, n_ctx)
+    return shape.file_size + (1 + kept_contexts) * estimate_context_bytes(shape, n_ctx)
 
 
 def fitted_context(needed: int, n_ctx_train: int) -> int:
@@ -257,6 +279,9 @@ def _close(entry: _LoadedModel) -> None:
     llama, entry.llama = entry.llama, None
     entry.n_ctx = 0
     if llama is not None:
+        from engine.models import batch_decode  # loaded with the model
+
+        batch_decode.close_kept_contexts(llama)
         llama.close()
     entry.estimated_bytes = 0
 
@@ -312,9 +337,16 @@ def _load(entry: _LoadedModel, path: Path, n_ctx: int) -> None:
         entry.shape = read_model_shape(path)
     if entry.shape.n_ctx_train:
         n_ctx = min(n_ctx, entry.shape.n_ctx_train)
-    _make_room(entry, estimate_model_bytes(entry.shape, n_ctx), f"{path.name} (n_ctx {n_ctx})")
+    kept = kept_contexts_for(entry.shape, n_ctx)
+    while kept and estimate_model_bytes(entry.shape, n_ctx, kept) > memory_limit():
+        kept -= 1  # kept prompts are a cache: the model loads without them rather than not
+    needed = estimate_model_bytes(entry.shape, n_ctx, kept)
+    _make_room(entry, needed, f"{path.name} (n_ctx {n_ctx})")
     old, entry.llama = entry.llama, None  # the smaller context goes before the bigger arrives
     if old is not None:
+        from engine.models import batch_decode
+
+        batch_decode.close_kept_contexts(old)
         old.close()
     from llama_cpp import Llama  # heavy import, deferred to first use
 
@@ -329,7 +361,7 @@ def _load(entry: _LoadedModel, path: Path, n_ctx: int) -> None:
             n_threads_batch=threads,
             verbose=False,
         )
-        batch_decode.enable_parallel_sequences(llama, MAX_SEQUENCES)
+        batch_decode.enable_parallel_sequences(llama, MAX_SEQUENCES, kept)
     except (ValueError, RuntimeError) as exc:
         with _room:
             entry.estimated_bytes = 0

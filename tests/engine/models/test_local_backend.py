@@ -312,3 +312,75 @@ def test_samples_stop_when_cancelled(bundled_path):
     assert isinstance(info.value.partial, str)
     assert backend.count_tokens(info.value.partial) < 600
     assert backend.complete_samples(POEM, GenerationConfig(max_tokens=4), [1, 2])
+
+
+# -- prompts kept in extra contexts ------------------------------------------------------------
+
+#: Two node prompts of a few-shot plan: each starts with its own worked examples (over two
+#: prefill chunks), then the example's question.
+DRAFT_SHOTS = (
+    f"{LIGHTHOUSE_NOTES}\n{LIGHTHOUSE_NOTES}\n\nQ: Which boat radioed on Tuesday?\n"
+    "A: the Marguerite\n\n"
+)
+CHECK_SHOTS = f"Checked answers, one per question.\n{LIGHTHOUSE_NOTES}\n{LIGHTHOUSE_NOTES}\n\n"
+COMPLETION = GenerationConfig(
+    temperature=0.8, top_p=0.95, max_tokens=12, seed=5, stop=["\n"], prompt_format="completion"
+)
+
+
+def _prompt(shots: str, question: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": f"{shots}Q: {question}\nA:"}]
+
+
+@pytest.mark.model
+def test_alternating_node_prompts_read_their_worked_examples_once(bundled_path, monkeypatch):
+    backend = LocalBackend(bundled_path)
+    questions = ["What was counted on Friday?", "What was replaced on Wednesday?"]
+    calls = [(shots, q) for q in questions for shots in (DRAFT_SHOTS, CHECK_SHOTS)]
+    reused: list[int] = []
+    real_reusable = batch_decode._reusable_prefix
+
+    def recording_reusable(llama, prompt) -> int:
+        reused.append(real_reusable(llama, prompt))
+        return reused[-1]
+
+    monkeypatch.setattr(batch_decode, "_reusable_prefix", recording_reusable)
+    texts = [backend.complete(_prompt(s, q), COMPLETION).text for s, q in calls]
+    monkeypatch.undo()
+
+    chunk = batch_decode.PREFILL_CHUNK
+    # The first draft and check prompts start cold; the second example's draft starts from the
+    # context that kept the draft prompt, its check from the one that kept the check prompt:
+    # their worked examples' whole chunks (at least two each) are not read again.
+    assert reused[:2] == [0, 0]
+    assert all(n >= 2 * chunk and n % chunk == 0 for n in reused[2:]), reused
+
+    # The same text as each prompt run on a freshly loaded model: a kept prompt changes nothing.
+    for (shots, question), text in zip(calls, texts, strict=True):
+        unload_all()
+        assert backend.complete(_prompt(shots, question), COMPLETION).text == text
+
+
+@pytest.mark.model
+def test_kept_contexts_are_bounded_counted_and_given_up_for_memory(bundled_path):
+    backend = LocalBackend(bundled_path)
+    families = [f"Log {i}.\n{LIGHTHOUSE_NOTES}\n\n" for i in range(local.KEPT_CONTEXTS + 2)]
+    answers = [
+        backend.complete(_prompt(f, "What happened on Sunday?"), COMPLETION) for f in families
+    ]
+    assert all(a.text.strip() for a in answers)
+    llama = backend._model().llama
+    assert len(llama._arbor_kept.kept) == local.KEPT_CONTEXTS  # the least recent was reused
+    shape = local.read_model_shape(bundled_path)
+    (info,) = loaded_models()
+    assert info.estimated_bytes == local.estimate_model_bytes(
+        shape, local.MIN_CONTEXT, local.KEPT_CONTEXTS
+    )
+    assert info.estimated_bytes > local.estimate_model_bytes(shape, local.MIN_CONTEXT, 0)
+
+    # A limit with room for the model and one kept context: it loads with one, not refused.
+    unload_all()
+    set_memory_limit(local.estimate_model_bytes(shape, local.MIN_CONTEXT, 1) + 1)
+    for family in families:
+        assert backend.complete(_prompt(family, "What happened on Monday?"), COMPLETION).text
+    assert len(backend._model().llama._arbor_kept.kept) == 1
