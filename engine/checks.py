@@ -18,9 +18,7 @@ import unicodedata
 from collections.abc import Callable
 from typing import Any
 
-import jsonschema
 import simpleeval
-from jsonschema.exceptions import SchemaError
 
 from engine.errors import CheckError
 from engine.plan.compute_config import SelectorConfig, VoteOn
@@ -198,9 +196,11 @@ def parse_schema(schema_text: str) -> Any:
             f"The JSON schema must be a JSON object, not {type(schema).__name__} "
             f"({schema_text.strip()[:40]!r})."
         )
+    import jsonschema  # 0.13 s, and only schema checks need it (every command imports this file)
+
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
-    except SchemaError as exc:
+    except jsonschema.exceptions.SchemaError as exc:
         where = "/".join(str(part) for part in exc.absolute_path) or "the top level"
         raise CheckError(f"The JSON schema is invalid at {where}: {exc.message}") from exc
     return schema
@@ -208,6 +208,8 @@ def parse_schema(schema_text: str) -> Any:
 
 @functools.lru_cache(maxsize=64)
 def _validator(schema_text: str) -> Any:
+    import jsonschema
+
     schema = parse_schema(schema_text)
     return jsonschema.validators.validator_for(schema)(schema)
 
@@ -245,6 +247,8 @@ def json_schema_passes(schema_text: str, text: str) -> tuple[bool, str]:
     found, value = find_json(text)
     if not found:
         return False, "no JSON found in the output"
+    import jsonschema
+
     error = jsonschema.exceptions.best_match(validator.iter_errors(value))
     if error is None:
         return True, "valid"

@@ -12,7 +12,9 @@ import os
 import threading
 from collections.abc import Iterable
 from contextlib import suppress
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.errors import PlanError, TraceStoreError
 from engine.models import registry_backend_factory
@@ -25,8 +27,10 @@ from engine.run.control import RunControl
 from engine.run.events import Listener, is_answered
 from engine.run.executor import RunResult, execute_plan
 from storage import paths
-from storage.sessions import SessionStore
 from storage.traces import TraceStore, TraceWriter, process_alive
+
+if TYPE_CHECKING:
+    from storage.sessions import SessionStore
 
 
 class Workspace:
@@ -36,8 +40,15 @@ class Workspace:
         self.root = Path(root) if root is not None else paths.data_dir()
         self.root.mkdir(parents=True, exist_ok=True)
         self.traces = TraceStore(self.root / "traces.duckdb")
-        self.sessions = SessionStore(self.root / "sessions.sqlite")
         self._registry_cache: tuple[object, BackendFactory, str | None] | None = None
+
+    @cached_property
+    def sessions(self) -> SessionStore:
+        """The session store, opened on first use: SQLModel and SQLAlchemy take 0.25 s to
+        import, and most commands (run, runs, eval) never touch a session."""
+        from storage.sessions import SessionStore
+
+        return SessionStore(self.root / "sessions.sqlite")
 
     def _registry_factory(self) -> tuple[BackendFactory, str | None]:
         """``registry_backend_factory`` for this workspace, read again only when the registry

@@ -18,7 +18,11 @@ from storage.workspace import Workspace
 
 @st.cache_resource
 def _workspace(data_dir: str | None) -> Workspace:
-    return Workspace(data_dir)
+    workspace = Workspace(data_dir)
+    # Opened now rather than on first use (as the CLI does): every page reports a corrupt
+    # session store as soon as it loads, not when the analyst first saves.
+    _ = workspace.sessions
+    return workspace
 
 
 def workspace() -> Workspace:

@@ -19,10 +19,12 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is imported by the one function that needs it (it costs 0.2 s)
+    import pandas as pd
 
 from engine.errors import TraceStoreError
 
@@ -179,6 +181,8 @@ def with_labels(nodes: pd.DataFrame, labels: pd.DataFrame, run_a: str, run_b: st
     for suffix, run_id in (("a", run_a), ("b", run_b)):
         mine = labels[labels["run_id"] == run_id] if not labels.empty else labels
         badges = node_badges(mine.to_dict("records")) if not mine.empty else {}
+        import pandas as pd
+
         column = nodes["node_id"] if "node_id" in nodes else pd.Series(dtype=object)
         nodes[f"annotations_{suffix}"] = [badges.get(node_id, "") for node_id in column]
     return nodes
