@@ -135,11 +135,16 @@ def test_a_corrupt_session_store_is_one_line_and_left_as_it_is(tmp_path):
     store = data / "sessions.sqlite"
     store.write_bytes(b"SQLite format 3\0" + bytes(range(256)) * 8)
     before = store.read_bytes()
-    for command in (["sessions"], ["runs"], ["import-session", str(store)]):
+    plan = data.parent / "plan.json"  # a good file to import: the store is what fails
+    plan.write_text(Plan(task="t", root=Node(id="root", title="Root")).model_dump_json())
+    for command in (["sessions"], ["import-session", str(plan)]):
         result = run_cli(data, *command)
         assert result.returncode == 2, (command, result.stderr)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and "session store" in lines[0] and "cannot be read" in lines[0]
+    # A command that needs no session does not open the store, so it is not stopped by it.
+    result = run_cli(data, "runs")
+    assert result.returncode == 0 and "no runs recorded yet" in result.stderr, result.stderr
     assert store.read_bytes() == before
 
 
