@@ -381,7 +381,7 @@ def _decode(ctx: Any, batch: _Batch) -> None:
         )
 
 
-def _reusable_prefix(llama: Any, prompt: Sequence[int]) -> int:
+def _reusable_prefix(llama: Any, prompt: np.ndarray) -> int:
     """Prompt tokens still in sequence 0's KV cells that this call may keep.
 
     Only whole ``PREFILL_CHUNK``-aligned chunks count. llama.cpp's numbers depend slightly on
@@ -391,7 +391,7 @@ def _reusable_prefix(llama: Any, prompt: Sequence[int]) -> int:
     or not an earlier call left its prompt behind.
     """
     held = llama.input_ids[: int(llama.n_tokens)]
-    return kept_prompts.shared_chunks(held, np.asarray(prompt, dtype=np.intc), PREFILL_CHUNK)
+    return kept_prompts.shared_chunks(held, prompt, PREFILL_CHUNK)
 
 
 def _check_cancel(cancel: threading.Event | None, first: _Sequence, where: str) -> None:
@@ -433,9 +433,10 @@ def decode(
         raise ValueError(f"{n_seq} sequences, the context holds {max_sequences(llama)}")
     if not prompt:
         raise ModelCallFailed("The rendered prompt is empty.")
+    wanted = np.asarray(prompt, dtype=np.intc)
     kept = getattr(llama, "_arbor_kept", None)
     if kept is not None:
-        kept.switch_for(llama, np.asarray(prompt, dtype=np.intc), PREFILL_CHUNK)
+        kept.switch_for(llama, wanted, PREFILL_CHUNK)
     ctx = llama.ctx
     vocab = llama._model.vocab
     memory = llama_cpp.llama_get_memory(ctx)
@@ -457,7 +458,7 @@ def decode(
     buffer = ctypes.create_string_buffer(64)
     try:
         # -- prompt: reuse what sequence 0 still holds, decode the rest in small chunks ------
-        reuse = _reusable_prefix(llama, prompt)
+        reuse = _reusable_prefix(llama, wanted)
         for seq_id in range(1, max_sequences(llama)):
             llama_cpp.llama_memory_seq_rm(memory, seq_id, -1, -1)
         llama_cpp.llama_memory_seq_rm(memory, 0, reuse, -1)

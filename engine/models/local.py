@@ -279,11 +279,16 @@ def _close(entry: _LoadedModel) -> None:
     llama, entry.llama = entry.llama, None
     entry.n_ctx = 0
     if llama is not None:
-        from engine.models import batch_decode  # loaded with the model
-
-        batch_decode.close_kept_contexts(llama)
-        llama.close()
+        _free(llama)
     entry.estimated_bytes = 0
+
+
+def _free(llama: Any) -> None:
+    """Free a loaded ``Llama`` and the contexts it keeps besides its own."""
+    from engine.models import batch_decode  # loaded with the model
+
+    batch_decode.close_kept_contexts(llama)
+    llama.close()
 
 
 def _evict_one(exclude: _LoadedModel | None) -> bool:
@@ -344,10 +349,7 @@ def _load(entry: _LoadedModel, path: Path, n_ctx: int) -> None:
     _make_room(entry, needed, f"{path.name} (n_ctx {n_ctx})")
     old, entry.llama = entry.llama, None  # the smaller context goes before the bigger arrives
     if old is not None:
-        from engine.models import batch_decode
-
-        batch_decode.close_kept_contexts(old)
-        old.close()
+        _free(old)
     from llama_cpp import Llama  # heavy import, deferred to first use
 
     from engine.models import batch_decode

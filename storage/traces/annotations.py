@@ -177,12 +177,12 @@ LABELS_OF_RUNS_SQL = (
 def with_labels(nodes: pd.DataFrame, labels: pd.DataFrame, run_a: str, run_b: str) -> pd.DataFrame:
     """The compare rows with ``annotations_a`` and ``annotations_b``: each node's badge in
     each run ("" when it has none)."""
+    import pandas as pd
+
     nodes = nodes.copy()
     for suffix, run_id in (("a", run_a), ("b", run_b)):
         mine = labels[labels["run_id"] == run_id] if not labels.empty else labels
         badges = node_badges(mine.to_dict("records")) if not mine.empty else {}
-        import pandas as pd
-
         column = nodes["node_id"] if "node_id" in nodes else pd.Series(dtype=object)
         nodes[f"annotations_{suffix}"] = [badges.get(node_id, "") for node_id in column]
     return nodes
