@@ -12,7 +12,6 @@ or the file name. Remote endpoints are taken to serve chat models. A registry en
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,20 +79,33 @@ def gguf_kind(metadata: dict[str, Any], file_name: str) -> KindVerdict:
     return KindVerdict("base", f"no chat template; {named} has no instruction-tuned tag")
 
 
-@functools.lru_cache(maxsize=64)
-def _file_kind(path: str, _size: int, _mtime_ns: int) -> KindVerdict:
-    info = read_gguf_info(path)
-    return gguf_kind(info.metadata, Path(path).name)
+#: The kind of each file read, by (device, inode, size, modification time) and name.
+_KINDS: dict[tuple[int, int, int, int, str], KindVerdict] = {}
+_KINDS_MAX = 64
 
 
 def local_kind(path: Path | str) -> KindVerdict:
-    """The kind of a GGUF file, cached per (path, size, modification time)."""
+    """The kind of a GGUF file, cached per file (device and inode, which a symlink or another
+    spelling of the path shares), size, modification time and name.
+
+    Every call's prompt style asks this, so a hit costs one ``stat`` (resolving the path
+    instead took several syscalls per call). The name is in the key because it can decide
+    the kind (``gguf_kind``).
+    """
     file = Path(path).expanduser()
     try:
         stat = file.stat()
     except OSError as exc:
         raise ModelUnavailable(f"Model file not found: {file}.") from exc
-    return _file_kind(str(file.resolve()), stat.st_size, stat.st_mtime_ns)
+    key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, file.name)
+    verdict = _KINDS.get(key)
+    if verdict is None:
+        resolved = file.resolve()
+        verdict = gguf_kind(read_gguf_info(str(resolved)).metadata, resolved.name)
+        if len(_KINDS) >= _KINDS_MAX:
+            _KINDS.clear()
+        _KINDS[key] = verdict
+    return verdict
 
 
 def kind_of(ref: ModelRef, declared: DeclaredKind | str = "auto") -> KindVerdict:

@@ -546,6 +546,15 @@ def _bounded(deadline: float | None) -> Iterator[_Limits]:
         _STATE.limits = outer
 
 
+@functools.lru_cache(maxsize=512)
+def _compiled(source: str) -> Any:
+    """``source`` compiled in the sandbox, once per text: ``from_string`` compiles anew on each
+    call (Jinja caches only loader templates), and an evaluation renders the same instructions
+    hundreds of times. A compiled template holds no render state, so threads share it; a
+    syntax error is raised, not cached."""
+    return _ENV.from_string(source)
+
+
 def _render(
     plan: Plan,
     node: Node,
@@ -556,7 +565,7 @@ def _render(
     if not is_template(source):
         return source
     try:
-        template = _ENV.from_string(source)
+        template = _compiled(source)
     except TemplateSyntaxError as exc:
         raise _syntax_problem(node.id, exc) from exc
     parts: list[str] = []

@@ -164,15 +164,15 @@ class _Run:
                 f"No node {unknown[0]!r} in the plan (pins, breakpoints and forks name node ids; "
                 f"the plan has {', '.join(self.order)})."
             )
+        plan_json = self.plan.to_json(indent=None)
         self.recorder.run_started(
             session_id,
             self.plan.task,
-            self.plan.to_json(indent=None),
+            plan_json,
             self.resumed_from,
             self.control.forked_from,
             self.control.forked_at_node,
         )
-        plan_json = self.plan.to_json(indent=None)
         for index, edit in enumerate(self.edits):  # made before the run (resume, fork)
             self.recorder.edited(edit, self.edits[: index + 1], plan_json)
         pool = ThreadPoolExecutor(self.caps.max_parallel, thread_name_prefix="arbor-node")

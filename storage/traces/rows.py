@@ -5,12 +5,11 @@ per model call, sorted by how each row must reach the store (insert, keyed updat
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from engine.redaction import redact
 from engine.run.events import (
@@ -24,6 +23,9 @@ from engine.run.events import (
     RunPaused,
     RunStarted,
 )
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 #: Column order the writers use (explicit, so a later migration may add columns anywhere).
 RUN_COLUMNS = (
@@ -98,32 +100,42 @@ CALL_COLUMNS = (
     "selected",
     "reused_from",
 )
-_TIMESTAMP = pa.timestamp("us", tz="UTC")
-NODE_ARROW_SCHEMA = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("node_id", pa.string()),
-        ("title", pa.string()),
-        ("model", pa.string()),
-        ("status", pa.string()),
-        ("output", pa.string()),
-        ("error", pa.string()),
-        ("input_tokens", pa.int64()),
-        ("output_tokens", pa.int64()),
-        ("started_at", _TIMESTAMP),
-        ("finished_at", _TIMESTAMP),
-        ("reused_from", pa.string()),
-        ("cost_usd", pa.float64()),
-        ("strategy", pa.string()),
-        ("samples", pa.int32()),
-        ("agreement", pa.float64()),
-        ("token_cap", pa.int64()),
-        ("cost_cap_usd", pa.float64()),
-        ("note", pa.string()),
-        ("suspect", pa.string()),
-        ("pinned", pa.bool_()),
-    ]
-)
+
+
+@functools.cache
+def node_arrow_schema() -> pa.Schema:
+    """The Arrow schema of a ``node_executions`` row, for the writer's rare merge of rows it
+    cannot place by append. Built on first use: pyarrow takes about 0.12 s to import, which
+    every command that touches the trace store paid for this one path."""
+    import pyarrow as pa
+
+    timestamp = pa.timestamp("us", tz="UTC")
+    return pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("node_id", pa.string()),
+            ("title", pa.string()),
+            ("model", pa.string()),
+            ("status", pa.string()),
+            ("output", pa.string()),
+            ("error", pa.string()),
+            ("input_tokens", pa.int64()),
+            ("output_tokens", pa.int64()),
+            ("started_at", timestamp),
+            ("finished_at", timestamp),
+            ("reused_from", pa.string()),
+            ("cost_usd", pa.float64()),
+            ("strategy", pa.string()),
+            ("samples", pa.int32()),
+            ("agreement", pa.float64()),
+            ("token_cap", pa.int64()),
+            ("cost_cap_usd", pa.float64()),
+            ("note", pa.string()),
+            ("suspect", pa.string()),
+            ("pinned", pa.bool_()),
+        ]
+    )
+
 
 NodeKey = tuple[str, str]  # (run_id, node_id)
 

@@ -8,15 +8,14 @@ from contextlib import suppress
 from typing import Any, Literal
 
 import duckdb
-import pyarrow as pa
 
 from engine.run.events import RunContinued, RunEdited, RunFinished, RunPaused
 from storage.traces.rows import (
     CALL_COLUMNS,
-    NODE_ARROW_SCHEMA,
     NODE_COLUMNS,
     RUN_COLUMNS,
     Rows,
+    node_arrow_schema,
     redacted,
 )
 
@@ -118,9 +117,11 @@ class Sink:
             self._append("node_executions", insert, list(rows.nodes_new.values()))
             self._append("node_executions", "update", list(rows.nodes_update.values()))
             if rows.nodes_merge:
+                import pyarrow as pa  # rare path: see node_arrow_schema
+
                 table = pa.Table.from_pylist(
                     [dict(zip(NODE_COLUMNS, r, strict=True)) for r in rows.nodes_merge.values()],
-                    schema=NODE_ARROW_SCHEMA,
+                    schema=node_arrow_schema(),
                 )
                 con.register("arbor_merge_nodes", table)
                 try:

@@ -118,7 +118,11 @@ class TraceWriter:
                 raise TraceStoreError(f"The trace writer for {self.store.path} is closed.")
             self._pending.append(event)
             self._enqueued += 1
-            self._wake()
+            if self._thread is None or len(self._pending) in (1, self.max_batch):
+                # The thread waits for the first event, or lingers until a batch is full (or
+                # a flush): waking it for every event made it re-check the queue thousands of
+                # times per batch, taking the interpreter lock from the thread emitting.
+                self._wake()
             error, self._unreported = self._unreported, None
         if isinstance(event, ModelCallFinished):
             self._remember_call(event)

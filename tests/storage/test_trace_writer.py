@@ -265,6 +265,21 @@ def test_collapse_writes_a_node_started_and_finished_in_one_batch_as_one_new_row
     assert state.written == {} and state.inflight == {}
 
 
+def test_a_node_finished_by_a_writer_that_never_saw_it_start_is_merged_into_its_row(tmp_path):
+    # The merge (an Arrow table and INSERT ... ON CONFLICT) is the writer's only use of
+    # pyarrow, which it imports there and nowhere else.
+    store = TraceStore(tmp_path / "traces.duckdb")
+    with TraceWriter(store) as first:
+        first(run_started())
+        first(node_started("a", t=1, model="m1"))
+    with TraceWriter(store) as second:
+        second(node_finished("a", t=3))
+    [row] = store.node_executions("r1")
+    assert (row["status"], row["output"], row["model"]) == ("done", "output of a", "m1")
+    assert row["started_at"] == at(1) and row["finished_at"] == at(3)
+    assert second.stats["node_rows"] == 1
+
+
 @pytest.mark.parametrize("mode", ["one batch", "a batch per event", "store.record"])
 def test_every_event_kind_round_trips(tmp_path, mode):
     store = TraceStore(tmp_path / "traces.duckdb")

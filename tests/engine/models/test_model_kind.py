@@ -130,3 +130,18 @@ def test_the_bundled_model_is_detected_as_base_without_loading_llama_cpp(bundled
     verdict = kind_of(ModelRef())
     assert verdict.kind == "base" and "no chat template" in verdict.reason
     assert ("llama_cpp" in sys.modules) == loaded
+
+
+def test_a_symlink_is_judged_by_the_file_it_points_to_and_a_hard_link_by_its_own_name(tmp_path):
+    target = tmp_path / "tiny.gguf"
+    _fake_gguf(target, "Tiny")
+    assert local_kind(target).kind == "base"
+    # Same inode as the target: the cache must not answer for another name that decides.
+    hard = tmp_path / "tiny-instruct.gguf"
+    os.link(target, hard)
+    assert local_kind(hard).kind == "instruct"
+    assert local_kind(target).kind == "base"
+    # A symlink's own name does not count: the file it resolves to is judged.
+    link = tmp_path / "other-chat.gguf"
+    link.symlink_to(target)
+    assert local_kind(link).kind == "base"

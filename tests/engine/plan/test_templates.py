@@ -473,3 +473,24 @@ def test_nested_loops_render_within_bounds_or_are_refused(monkeypatch, sizes, bo
         assert exc.node_id == "b"
     else:
         assert isinstance(out, str) and len(out) <= MAX_RENDERED_CHARS
+
+
+def test_an_instruction_is_compiled_once_and_renders_each_nodes_own_outputs(monkeypatch):
+    compiles: list[str] = []
+    compile_for_real = templates._ENV.from_string
+    monkeypatch.setattr(
+        templates._ENV,
+        "from_string",
+        lambda source: compiles.append(source) or compile_for_real(source),
+    )
+    templates._compiled.cache_clear()
+    source = "Use {{ deps.a }} for {{ task }}"
+    plan = _plan(b=source)
+    assert _render(plan, "b", {"a": "first"}) == f"Use first for {TASK}"
+    assert _render(plan, "b", {"a": "second"}) == f"Use second for {TASK}"
+    assert compiles == [source]
+    # A syntax error is reported every time, not remembered as a template.
+    broken = _plan(b="{{ deps.a ")
+    for _ in range(2):
+        with pytest.raises(TemplateProblem, match="syntax error"):
+            _render(broken, "b", {"a": "x"})
