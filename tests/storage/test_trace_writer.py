@@ -265,6 +265,45 @@ def test_collapse_writes_a_node_started_and_finished_in_one_batch_as_one_new_row
     assert state.written == {} and state.inflight == {}
 
 
+def _paced_events(writer: TraceWriter, nodes: int) -> None:
+    """A run whose nodes start and finish about a millisecond apart (instant nodes)."""
+    writer(run_started())
+    for index in range(nodes):
+        writer(node_started(f"n{index}"))
+        time.sleep(0.0005)
+        writer(node_finished(f"n{index}"))
+    writer(run_finished())  # waits for its commit
+
+
+@pytest.mark.parametrize("burst_s", [0.0, 30.0])
+def test_a_burst_of_events_shares_one_transaction_until_the_queue_goes_quiet(tmp_path, burst_s):
+    # Events keep arriving about a millisecond apart for a quarter of a second or more: with a
+    # 20 ms linger alone that is a transaction every 20 ms or so; waiting out the burst
+    # (burst_s) it is one, whose fixed cost the emitting thread no longer pays over and over.
+    store = TraceStore(tmp_path / "traces.duckdb")
+    with TraceWriter(store, linger_s=0.02, burst_s=burst_s, max_batch=100_000) as writer:
+        _paced_events(writer, 400)
+    assert writer.stats["events"] == 802
+    if burst_s:
+        assert writer.stats["batches"] <= 3
+    else:
+        assert writer.stats["batches"] >= 4
+    assert len(store.node_executions("r1")) == 400
+
+
+def test_events_apart_are_each_written_without_waiting_for_a_burst_to_end(tmp_path):
+    store = TraceStore(tmp_path / "traces.duckdb")
+    with TraceWriter(store, linger_s=0.002, burst_s=30.0) as writer:
+        for expected, event in enumerate([run_started(), node_started("a")], start=1):
+            writer(event)
+            # Quiet after one event: written after linger_s, not after burst_s (30 s).
+            deadline = time.monotonic() + 10
+            while writer.stats["batches"] < expected and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert writer.stats["batches"] == expected
+    assert [row["status"] for row in store.node_executions("r1")] == ["running"]
+
+
 def test_a_node_finished_by_a_writer_that_never_saw_it_start_is_merged_into_its_row(tmp_path):
     # The merge (an Arrow table and INSERT ... ON CONFLICT) is the writer's only use of
     # pyarrow, which it imports there and nowhere else.
