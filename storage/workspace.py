@@ -21,15 +21,14 @@ from engine.models import registry_backend_factory
 from engine.models.factory import BackendFactory
 from engine.models.registry import REGISTRY_FILE, default_models_dir
 from engine.plan import Plan
-from engine.run import executor
 from engine.run.budget import RunCaps
 from engine.run.control import RunControl
 from engine.run.events import Listener, is_answered
-from engine.run.executor import RunResult, execute_plan
 from storage import paths
 from storage.traces import TraceStore, TraceWriter, process_alive
 
 if TYPE_CHECKING:
+    from engine.run.executor import RunResult
     from storage.sessions import SessionStore
 
 
@@ -245,7 +244,11 @@ class Workspace:
         control: RunControl | None = None,
         writer: TraceWriter | None = None,
     ) -> RunResult:
-        run_id = run_id or executor.new_run_id()
+        # The executor (networkx, Jinja, the prompts: about 0.2 s) is imported by the commands
+        # that run a plan, not by every command that opens the workspace.
+        from engine.run.executor import execute_plan, new_run_id
+
+        run_id = run_id or new_run_id()
         if session_id is not None and self.sessions.exists(session_id):
             self.sessions.add_run(session_id, run_id)
         # Registry entries give backends their prices, concurrency and timeout. A registry file

@@ -335,10 +335,11 @@ class TraceWriter:
         Each transaction has a fixed cost in DuckDB whatever its size (about 0.5-0.9 ms of CPU
         per appender flush, three or four flushes, and the commit), which the thread emitting
         the events pays too, through the interpreter lock and the second core. A 1000-node run
-        of instant nodes wrote 12 transactions with a fixed 2 ms wait and took 307 ms; waiting
-        out the burst it writes 2 and takes 271 ms (226 ms untraced). Events from real model
-        calls arrive milliseconds apart and are still written ``linger_s`` after the last one;
-        a process killed mid-burst loses at most ``burst_s`` of events.
+        of instant nodes wrote 12 transactions with a fixed 2 ms wait; waiting out the burst it
+        writes 2, and what traces add to it fell from 0.18 to 0.09 ms per node (medians of
+        three runs of ``bench/orchestration_overhead.py``). Events from real model calls
+        arrive milliseconds apart and are still written ``linger_s`` after the last one; a
+        process killed mid-burst loses at most ``burst_s`` of events.
         """
         cond = self._cond
 
